@@ -11,7 +11,7 @@ for t in tests/e2e/*.sh; do
 	[ -e "$t" ] || continue
 	name=$(basename "$t" .sh)
 	log="$BUILD/e2e/$name.log"
-	timeout "$timeout_s" sh "$t" >"$log" 2>&1
+	timeout "$timeout_s" bash "$t" >"$log" 2>&1
 	rc=$?
 	case $rc in
 	0) pass=$((pass + 1)); echo "PASS: $name" ;;
