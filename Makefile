@@ -74,6 +74,9 @@ endif
 LIB_SRCS := $(sort $(wildcard lib/*.c) $(wildcard kernels/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 
+# The CUDA backend and its embedded fatbin add to LIB_OBJS when HAVE_CUDA.
+-include cuda.mk
+
 LIBNAME := libortho-rt
 SONAME := $(LIBNAME).so.$(VERSION_MAJOR)
 SHLIB := $(BUILD)/lib/$(LIBNAME).so.$(VERSION)
@@ -99,7 +102,7 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 TEST_COMMON := $(wildcard tests/testutil.c)
 
 .PHONY: all lib tools tests check check-unit check-e2e check-kmod kmod \
-	clean config distclean demo
+	clean demo test
 
 all: lib tools
 
@@ -175,6 +178,13 @@ check-e2e: all
 	@BUILD=$(BUILD) tests/run-e2e.sh
 
 check: check-unit check-e2e
+
+# The README's test command: everything CI runs. The unit tests run a second
+# time under ASan + UBSan; the kernel module is tested in qemu when possible.
+test:
+	$(MAKE) check
+	$(MAKE) SANITIZE=1 check-unit
+	$(MAKE) check-kmod
 
 demo: all
 	tools/demo.sh
