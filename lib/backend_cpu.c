@@ -62,27 +62,3 @@ const struct ortho_backend backend_cpu = {
 	.ortho_release = cpu_ortho_release,
 	.linear = cpu_linear,
 };
-
-int backend_select(struct ortho_ctx *ctx, const char *spec)
-{
-	const struct ortho_backend *b = NULL;
-	int ret;
-
-	if (!spec || !strcmp(spec, "auto") || !strcmp(spec, "cpu")) {
-		b = &backend_cpu;
-	} else if (!strncmp(spec, "cuda", 4) &&
-		   (spec[4] == '\0' || spec[4] == ':')) {
-		olog_err(ctx, "backend %s: CUDA support is not built in "
-			 "or no CUDA driver (libcuda.so.1) was found", spec);
-		return -ENODEV;
-	} else {
-		olog_err(ctx, "unknown backend '%s' (auto, cpu, cuda[:N])",
-			 spec);
-		return -EINVAL;
-	}
-	ret = b->init(ctx, spec);
-	if (ret)
-		return ret;
-	ctx->backend = b;
-	return 0;
-}

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Admin requests: IMPORT, GRANT, DENY, REVOKE, STATUS, AUDIT_READ and
+ * AUDIT_VERIFY. orthod-conn.c lets only root or the admin group get here.
+ * Every change is durable before it is answered, and audited.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "orthod.h"
+#include "secmem.h"
+
+/* Leave room under the message limit for the last element written. */
+#define STATUS_BUDGET (PROTO_MAX_MSG - 4096u)
+
+static int bad_request(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	conn_error(d, c, c->h.req_id, -EBADMSG, "%s: %s",
+		   proto_type_name(c->h.type), cur->why ? cur->why : "malformed");
+	return -EBADMSG;
+}
+
+static void by(const struct conn *c, char *out, size_t cap)
+{
+	char comm[PROTO_COMM_MAX + 1];
+
+	audit_val(c->peer.comm, comm, sizeof(comm));
+	snprintf(out, cap, "by_uid=%u by_pid=%d by_comm=%s", c->peer.uid,
+		 (int)c->peer.pid, comm);
+}
+
+static void audit_imported(struct orthod *d, struct conn *c, size_t from)
+{
+	char who[96], hex[33], label[PROTO_LABEL_MAX + 1];
+	size_t i;
+
+	by(c, who, sizeof(who));
+	for (i = from; i < d->ks.n; i++) {
+		proto_id_hex(d->ks.v[i].id, hex);
+		audit_val(d->ks.v[i].label, label, sizeof(label));
+		audit_log(&d->audit, "import", "shard=%s label=%s layer=%u %s",
+			  hex, label, d->ks.v[i].layer, who);
+	}
+}
+
+static int do_import(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	struct proto_import_ok ok = { 0 };
+	struct proto_key *keys;
+	size_t size, from = d->ks.n;
+	const char *why = NULL;
+	uint8_t buf[PROTO_HDR_SIZE + 8];
+	struct pbuf b;
+	uint32_t n, i;
+	int ret;
+
+	n = pcur_count(cur, PROTO_IMPORT_MAX, PROTO_KEY_MIN, "key count");
+	if (cur->err || !n) {
+		pcur_fail(cur, -EBADMSG, "key count: zero");
+		return bad_request(d, c, cur);
+	}
+	size = n * sizeof(*keys);
+	keys = secmem_alloc(size);
+	if (!keys)
+		return conn_error(d, c, c->h.req_id, -ENOMEM, "out of memory");
+	for (i = 0; i < n; i++)
+		proto_get_key(cur, &keys[i]);
+	if (pcur_end(cur)) {
+		secmem_free(keys, size);
+		return bad_request(d, c, cur);
+	}
+	ret = ks_import(&d->ks, keys, n, &ok.added, &ok.present, &why);
+	secmem_free(keys, size);
+	if (ret)
+		return conn_error(d, c, c->h.req_id, ret, "import: %s",
+				  why ? why : strerror(-ret));
+	audit_imported(d, c, from);
+	pbuf_init(&b, buf, sizeof(buf), 0);
+	proto_begin(&b, PROTO_IMPORT_OK, c->h.req_id);
+	proto_put_import_ok(&b, &ok);
+	return conn_send_pbuf(d, c, &b);
+}
+
+static int do_rule(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	struct proto_rule r;
+	char who[96], what[PROTO_LABEL_MAX + 8], hex[33];
+	int ret;
+
+	proto_get_rule(cur, &r);
+	if (pcur_end(cur))
+		return bad_request(d, c, cur);
+	r.allow = c->h.type == PROTO_GRANT;
+	ret = policy_set(&d->pol, &r);
+	if (ret)
+		return conn_error(d, c, c->h.req_id, ret,
+				  "the policy could not be written");
+	if (r.sel.kind == PROTO_SEL_ID) {
+		proto_id_hex(r.sel.id, hex);
+		snprintf(what, sizeof(what), "id=%s", hex);
+	} else {
+		snprintf(what, sizeof(what), "label=");
+		audit_val(r.sel.label, what + 6, sizeof(what) - 6);
+	}
+	by(c, who, sizeof(who));
+	audit_log(&d->audit, r.allow ? "grant" : "deny", "%s=%u %s %s",
+		  r.principal == PROTO_UID ? "uid" : "gid", r.who, what, who);
+	return conn_ok(d, c, c->h.req_id);
+}
+
+static int do_revoke(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	struct proto_revoke_req r;
+
+	if (proto_get_revoke_req(cur, &r))
+		return bad_request(d, c, cur);
+	return revoke_start(d, c, &r, c->h.req_id);
+}
+
+static void patch_u32(struct pbuf *b, size_t at, uint32_t v)
+{
+	int i;
+
+	if (b->err || at + 4 > b->len)
+		return;
+	for (i = 0; i < 4; i++)
+		b->p[at + i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t put_shards(struct orthod *d, struct pbuf *b, int *cut)
+{
+	uint32_t n = 0;
+	size_t i;
+
+	for (i = 0; i < d->ks.n && !*cut; i++, n++) {
+		const struct shard *s = &d->ks.v[i];
+		struct proto_shard_rec r = {
+			.layer = s->layer, .state = s->state,
+			.imported_ns = s->imported_ns,
+			.revoked_ns = s->revoked_ns,
+		};
+
+		memcpy(r.id, s->id, PROTO_ID_SIZE);
+		memcpy(r.label, s->label, sizeof(r.label));
+		r.holders = revoke_holders(d, s);
+		proto_put_shard(b, &r);
+		*cut = b->len > STATUS_BUDGET;
+	}
+	return n;
+}
+
+static void put_client(struct orthod *d, struct pbuf *b, const struct conn *c)
+{
+	struct proto_client_rec r = {
+		.pid = (uint32_t)c->peer.pid, .uid = c->peer.uid,
+		.gid = c->peer.gid, .connected_ns = c->connected_ns,
+		.keys = c->keys_out, .nres = (uint32_t)c->nholds,
+	};
+	size_t i;
+
+	memcpy(r.comm, c->peer.comm, sizeof(r.comm));
+	proto_put_client(b, &r);
+	for (i = 0; i < c->nholds; i++) {
+		const struct hold *h = &c->holds[i];
+		const struct shard *s = ks_find(&d->ks, h->id);
+		struct proto_res_rec x = { .bytes = h->bytes,
+					   .since_ns = h->since_ns };
+
+		memcpy(x.id, h->id, PROTO_ID_SIZE);
+		memcpy(x.device, h->device, sizeof(x.device));
+		if (s)
+			memcpy(x.label, s->label, sizeof(x.label));
+		proto_put_res(b, &x);
+	}
+}
+
+static int do_status(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	struct proto_status_info info = {
+		.pid = (uint32_t)getpid(), .start_ns = d->start_ns,
+		.now_ns = now_real_ns(), .conns = d->nconns,
+	};
+	const struct conn *x;
+	size_t at_info, at, i;
+	uint32_t n;
+	struct pbuf b;
+	int cut = 0, ret;
+
+	if (pcur_end(cur))
+		return bad_request(d, c, cur);
+	pbuf_init(&b, NULL, 0, 1);
+	proto_begin(&b, PROTO_STATUS_RESULT, c->h.req_id);
+	at_info = b.len;
+	proto_put_status_info(&b, &info);
+	at = b.len;
+	pbuf_u32(&b, 0);
+	patch_u32(&b, at, put_shards(d, &b, &cut));
+	at = b.len;
+	pbuf_u32(&b, 0);
+	for (i = 0, n = 0; i < d->pol.n && !cut; i++, n++) {
+		proto_put_rule(&b, &d->pol.v[i]);
+		cut = b.len > STATUS_BUDGET;
+	}
+	patch_u32(&b, at, n);
+	at = b.len;
+	pbuf_u32(&b, 0);
+	for (x = d->conns, n = 0; x && !cut; x = x->next, n++) {
+		put_client(d, &b, x);
+		cut = b.len > STATUS_BUDGET;
+	}
+	patch_u32(&b, at, n);
+	if (cut && !b.err)
+		b.p[at_info + 4 + 8 + 8 + 4] = 1;	/* ->truncated */
+	ret = conn_send_pbuf(d, c, &b);
+	pbuf_release(&b);
+	return ret;
+}
+
+static int do_audit_read(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	struct proto_audit_req r;
+	struct proto_audit_hdr h = { 0 };
+	uint64_t next = 0;
+	struct pbuf b, hb;
+	size_t at;
+	int more = 0, n, ret;
+
+	if (proto_get_audit_req(cur, &r))
+		return bad_request(d, c, cur);
+	pbuf_init(&b, NULL, 0, 1);
+	proto_begin(&b, PROTO_AUDIT_RECORDS, c->h.req_id);
+	at = b.len;
+	proto_put_audit_hdr(&b, &h);
+	pbuf_u32(&b, 0);
+	n = audit_read(&d->audit, r.from_seq, r.max, STATUS_BUDGET, &b, &next,
+		       &more);
+	if (n < 0) {
+		pbuf_release(&b);
+		return conn_error(d, c, c->h.req_id, n, "cannot read the log");
+	}
+	h.next_seq = next;
+	h.more = (uint8_t)more;
+	if (!b.err) {
+		pbuf_init(&hb, b.p + at, 9, 0);
+		proto_put_audit_hdr(&hb, &h);
+	}
+	patch_u32(&b, at + 9, (uint32_t)n);
+	ret = conn_send_pbuf(d, c, &b);
+	pbuf_release(&b);
+	return ret;
+}
+
+static int do_audit_verify(struct orthod *d, struct conn *c, struct pcur *cur)
+{
+	uint8_t buf[PROTO_HDR_SIZE + 32 + PROTO_TEXT_MAX];
+	struct proto_verify v;
+	struct pbuf b;
+	int ret;
+
+	if (pcur_end(cur))
+		return bad_request(d, c, cur);
+	ret = audit_verify(&d->audit, &v);
+	if (ret)
+		return conn_error(d, c, c->h.req_id, ret, "cannot read the log");
+	pbuf_init(&b, buf, sizeof(buf), 0);
+	proto_begin(&b, PROTO_AUDIT_VERIFY_RESULT, c->h.req_id);
+	proto_put_verify(&b, &v);
+	return conn_send_pbuf(d, c, &b);
+}
+
+int admin_request(struct orthod *d, struct conn *c)
+{
+	struct pcur cur;
+
+	/* orthod-conn.c checked this at the header; say it again here. */
+	if (!c->peer.admin)
+		return conn_error(d, c, c->h.req_id, -EPERM, "not an admin");
+	pcur_init(&cur, c->payload, c->h.length);
+	switch (c->h.type) {
+	case PROTO_IMPORT:
+		return do_import(d, c, &cur);
+	case PROTO_GRANT:
+	case PROTO_DENY:
+		return do_rule(d, c, &cur);
+	case PROTO_REVOKE:
+		return do_revoke(d, c, &cur);
+	case PROTO_STATUS:
+		return do_status(d, c, &cur);
+	case PROTO_AUDIT_READ:
+		return do_audit_read(d, c, &cur);
+	case PROTO_AUDIT_VERIFY:
+		return do_audit_verify(d, c, &cur);
+	default:
+		return conn_error(d, c, c->h.req_id, -EBADRQC,
+				  "%s: not handled", proto_type_name(c->h.type));
+	}
+}

@@ -1,0 +1,509 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The keystore: shard keys, wrapped under a key-encryption key (KEK).
+ *
+ * On disk, "keystore" is a 56-byte header (the GCM associated data), then
+ * the body encrypted with AES-256-GCM under the KEK, then the tag. The body
+ * lists every shard ever imported: id, state, layer, label, times, and the
+ * key while the shard is active. Revoked shards stay as tombstones, so a
+ * revoked id is refused for good.
+ *
+ * The KEK is 32 random bytes in "kek-<id>" (mode 0600), named by a hash of
+ * itself that the keystore header records. Each revocation writes the
+ * keystore under a fresh KEK; once the new keystore is durable the old KEK
+ * is overwritten in place and unlinked, so old keystore blocks left on the
+ * disk cannot be unwrapped. This guards against old disk blocks and a
+ * keystore file taken alone; it does not guard against root on the running
+ * host, nor against a copy of the whole state directory (PROTOCOL.md).
+ *
+ * In memory, the shard table (keys included) lives in secmem.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "orthod.h"
+#include "secmem.h"
+
+#define KS_FILE "keystore"
+#define KS_MAGIC "ORTHOKS1"
+#define KS_VERSION 1u
+#define KS_HDR_SIZE 56u
+#define KS_NONCE 12u
+#define KS_TAG 16u
+#define KS_MAX_SHARDS 1000000u
+#define KS_ENTRY_MAX (16u + 1u + 4u + 2u + PROTO_LABEL_MAX + 16u + 32u)
+
+static int random_bytes(void *p, size_t n)
+{
+	uint8_t *q = p;
+
+	while (n) {
+		ssize_t r = getrandom(q, n, 0);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		q += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static void kek_id_of(const uint8_t *kek, uint8_t id[16])
+{
+	static const char tag[] = "ortho-kek-id";
+	uint8_t buf[sizeof(tag) + PROTO_KEY_SIZE], md[32];
+	unsigned int mdlen = 0;
+
+	memcpy(buf, tag, sizeof(tag));
+	memcpy(buf + sizeof(tag), kek, PROTO_KEY_SIZE);
+	EVP_Digest(buf, sizeof(buf), md, &mdlen, EVP_sha256(), NULL);
+	memcpy(id, md, 16);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static void kek_name(const uint8_t id[16], char name[40])
+{
+	char hex[33];
+
+	proto_id_hex(id, hex);
+	memcpy(name, "kek-", 4);
+	memcpy(name + 4, hex, 33);
+}
+
+/* GCM in one pass; @out has room for @len bytes. Return: 0 or -EBADMSG. */
+static int gcm(int enc, const uint8_t *key, const uint8_t *nonce,
+	       const uint8_t *aad, size_t aadlen, const uint8_t *in,
+	       size_t len, uint8_t *out, uint8_t *tag)
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	int n, ok;
+
+	if (!c)
+		return -ENOMEM;
+	ok = EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce, enc) &&
+	     EVP_CipherUpdate(c, NULL, &n, aad, (int)aadlen) &&
+	     EVP_CipherUpdate(c, out, &n, in, (int)len);
+	if (ok && !enc)
+		ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, KS_TAG, tag);
+	ok = ok && EVP_CipherFinal_ex(c, out + n, &n);
+	if (ok && enc)
+		ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, KS_TAG, tag);
+	EVP_CIPHER_CTX_free(c);
+	return ok ? 0 : -EBADMSG;
+}
+
+static int table_reserve(struct keystore *ks, size_t n)
+{
+	struct shard *v;
+	size_t cap;
+
+	if (n <= ks->cap)
+		return 0;
+	if (n > KS_MAX_SHARDS)
+		return -ENOSPC;
+	cap = ks->cap ? ks->cap * 2 : 64;
+	while (cap < n)
+		cap *= 2;
+	v = secmem_alloc(cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	if (ks->v)
+		memcpy(v, ks->v, ks->n * sizeof(*v));
+	secmem_free(ks->v, ks->cap * sizeof(*v));
+	ks->v = v;
+	ks->cap = cap;
+	return 0;
+}
+
+static void body_encode(const struct keystore *ks, struct pbuf *b)
+{
+	size_t i;
+
+	pbuf_u32(b, (uint32_t)ks->n);
+	for (i = 0; i < ks->n; i++) {
+		const struct shard *s = &ks->v[i];
+
+		pbuf_bytes(b, s->id, PROTO_ID_SIZE);
+		pbuf_u8(b, s->state);
+		pbuf_u32(b, s->layer);
+		pbuf_str(b, s->label);
+		pbuf_u64(b, s->imported_ns);
+		pbuf_u64(b, s->revoked_ns);
+		/* A shard that is revoking is already gone from the file. */
+		if (s->state == PROTO_SHARD_ACTIVE)
+			pbuf_bytes(b, s->key, PROTO_KEY_SIZE);
+	}
+}
+
+static int body_decode(struct keystore *ks, const uint8_t *p, size_t len)
+{
+	struct pcur c;
+	uint32_t n, i;
+	int ret;
+
+	pcur_init(&c, p, len);
+	n = pcur_count(&c, KS_MAX_SHARDS, 16 + 1 + 4 + 3 + 16, "shard count");
+	ret = c.err ? c.err : table_reserve(ks, n);
+	for (i = 0; !ret && i < n && !c.err; i++) {
+		struct shard *s = &ks->v[i];
+
+		pcur_bytes(&c, s->id, PROTO_ID_SIZE, "shard id");
+		s->state = pcur_u8(&c, "state");
+		s->layer = pcur_u32(&c, "layer");
+		pcur_str(&c, s->label, sizeof(s->label), PSTR_LABEL, "label");
+		s->imported_ns = pcur_u64(&c, "imported");
+		s->revoked_ns = pcur_u64(&c, "revoked");
+		if (s->state == PROTO_SHARD_ACTIVE)
+			pcur_bytes(&c, s->key, PROTO_KEY_SIZE, "key");
+		else if (s->state != PROTO_SHARD_REVOKING &&
+			 s->state != PROTO_SHARD_REVOKED)
+			pcur_fail(&c, -EBADMSG, "state: unknown");
+		ks->n = i + 1;
+	}
+	if (!ret)
+		ret = pcur_end(&c);
+	if (ret)
+		dlog(LOG_ERR, "keystore: body: %s", c.why ? c.why : strerror(-ret));
+	return ret;
+}
+
+/*
+ * Write the keystore under @kek (the current KEK or a fresh one). The body
+ * exists in the clear only in secmem; the file holds ciphertext.
+ */
+static int ks_write(struct keystore *ks, const uint8_t *kek,
+		    const uint8_t kek_id[16])
+{
+	size_t cap = 4 + ks->n * KS_ENTRY_MAX, flen;
+	uint8_t *body, *file = NULL, nonce[KS_NONCE];
+	struct pbuf b, h;
+	int ret;
+
+	body = secmem_alloc(cap);
+	if (!body)
+		return -ENOMEM;
+	pbuf_init(&b, body, cap, 0);
+	b.limit = cap;
+	body_encode(ks, &b);
+	ret = b.err ? b.err : random_bytes(nonce, sizeof(nonce));
+	if (ret)
+		goto out;
+	flen = KS_HDR_SIZE + b.len + KS_TAG;
+	file = malloc(flen);
+	if (!file) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pbuf_init(&h, file, KS_HDR_SIZE, 0);
+	pbuf_bytes(&h, KS_MAGIC, 8);
+	pbuf_u32(&h, KS_VERSION);
+	pbuf_u32(&h, 0);
+	pbuf_u64(&h, ks->generation + 1);
+	pbuf_bytes(&h, kek_id, 16);
+	pbuf_bytes(&h, nonce, KS_NONCE);
+	pbuf_u32(&h, (uint32_t)b.len);
+	ret = gcm(1, kek, nonce, file, KS_HDR_SIZE, body, b.len,
+		  file + KS_HDR_SIZE, file + KS_HDR_SIZE + b.len);
+	if (!ret)
+		ret = file_write_durable(ks->dirfd, KS_FILE, file, flen, 1);
+	if (!ret)
+		ks->generation++;
+out:
+	free(file);
+	secmem_free(body, cap);
+	return ret;
+}
+
+/* Remove every kek-* but the current one, and temporary files. */
+static void ks_sweep(struct keystore *ks)
+{
+	char cur[40];
+	struct dirent *de;
+	DIR *dir;
+	int fd;
+
+	kek_name(ks->kek_id, cur);
+	fd = dup(ks->dirfd);
+	if (fd < 0)
+		return;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(dir))) {
+		if (!strncmp(de->d_name, "kek-", 4) && strcmp(de->d_name, cur))
+			file_wipe_unlink(ks->dirfd, de->d_name);
+		else if (!strcmp(de->d_name, ".kek.tmp") ||
+			 !strcmp(de->d_name, "." KS_FILE ".tmp"))
+			file_wipe_unlink(ks->dirfd, de->d_name);
+	}
+	closedir(dir);
+	dir_sync(ks->dirfd);
+}
+
+/*
+ * A fresh KEK: written durably under its own name, made current only once
+ * the keystore wrapped under it is durable; then the old one is destroyed.
+ */
+static int ks_rotate(struct keystore *ks)
+{
+	uint8_t *kek, id[16];
+	char name[40], old[40];
+	int ret;
+
+	kek = secmem_alloc(PROTO_KEY_SIZE);
+	if (!kek)
+		return -ENOMEM;
+	ret = random_bytes(kek, PROTO_KEY_SIZE);
+	if (ret)
+		goto fail;
+	kek_id_of(kek, id);
+	kek_name(id, name);
+	ret = file_write_durable(ks->dirfd, name, kek, PROTO_KEY_SIZE, 0);
+	if (ret)
+		goto fail;
+	ret = ks_write(ks, kek, id);
+	if (ret) {
+		file_wipe_unlink(ks->dirfd, name);
+		goto fail;
+	}
+	kek_name(ks->kek_id, old);
+	secmem_free(ks->kek, PROTO_KEY_SIZE);
+	ks->kek = kek;
+	memcpy(ks->kek_id, id, 16);
+	if (strcmp(old, name) && file_wipe_unlink(ks->dirfd, old))
+		dlog(LOG_WARNING, "keystore: could not destroy the old KEK %s", old);
+	dir_sync(ks->dirfd);
+	return 0;
+fail:
+	secmem_free(kek, PROTO_KEY_SIZE);
+	return ret;
+}
+
+static int ks_load(struct keystore *ks, const uint8_t *file, size_t len)
+{
+	uint8_t *kekbuf = NULL, *body = NULL, nonce[KS_NONCE], id[16];
+	char name[40];
+	size_t keklen = 0;
+	uint32_t blen;
+	struct pcur c;
+	char magic[8];
+	int ret;
+
+	pcur_init(&c, file, len);
+	pcur_bytes(&c, magic, 8, "magic");
+	if (pcur_u32(&c, "version") != KS_VERSION || memcmp(magic, KS_MAGIC, 8))
+		pcur_fail(&c, -EPROTONOSUPPORT, "magic or version");
+	if (pcur_u32(&c, "flags"))
+		pcur_fail(&c, -EBADMSG, "flags");
+	ks->generation = pcur_u64(&c, "generation");
+	pcur_bytes(&c, ks->kek_id, 16, "kek id");
+	pcur_bytes(&c, nonce, KS_NONCE, "nonce");
+	blen = pcur_u32(&c, "body length");
+	if (!c.err && (size_t)blen + KS_HDR_SIZE + KS_TAG != len)
+		pcur_fail(&c, -EBADMSG, "body length: not the file's");
+	if (c.err) {
+		dlog(LOG_ERR, "keystore: header: %s", c.why);
+		return c.err;
+	}
+	kek_name(ks->kek_id, name);
+	ret = file_read_all(ks->dirfd, name, PROTO_KEY_SIZE, &kekbuf, &keklen);
+	if (ret || keklen != PROTO_KEY_SIZE) {
+		dlog(LOG_ERR, "keystore: its KEK %s: %s", name,
+		     ret ? strerror(-ret) : "not 32 bytes");
+		ret = ret ? ret : -EBADMSG;
+		goto out;
+	}
+	memcpy(ks->kek, kekbuf, PROTO_KEY_SIZE);
+	kek_id_of(ks->kek, id);
+	body = secmem_alloc(blen ? blen : 1);
+	ret = body ? 0 : -ENOMEM;
+	if (!ret && memcmp(id, ks->kek_id, 16)) {
+		dlog(LOG_ERR, "keystore: %s does not match its name", name);
+		ret = -EBADMSG;
+	}
+	if (!ret) {
+		ret = gcm(0, ks->kek, nonce, file, KS_HDR_SIZE,
+			  file + KS_HDR_SIZE, blen, body,
+			  (uint8_t *)file + KS_HDR_SIZE + blen);
+		if (ret)
+			dlog(LOG_ERR, "keystore: authentication failed (tampered, or another KEK)");
+	}
+	if (!ret)
+		ret = body_decode(ks, body, blen);
+out:
+	if (kekbuf) {
+		explicit_bzero(kekbuf, keklen);
+		free(kekbuf);
+	}
+	secmem_free(body, blen ? blen : 1);
+	return ret;
+}
+
+int ks_open(struct keystore *ks, int dirfd)
+{
+	uint8_t *file = NULL;
+	size_t len;
+	int ret;
+
+	memset(ks, 0, sizeof(*ks));
+	ks->dirfd = dirfd;
+	ks->kek = secmem_alloc(PROTO_KEY_SIZE);
+	if (!ks->kek)
+		return -ENOMEM;
+	ret = file_read_all(dirfd, KS_FILE,
+			    KS_HDR_SIZE + KS_TAG + 4 +
+				    (size_t)KS_MAX_SHARDS * KS_ENTRY_MAX,
+			    &file, &len);
+	if (ret == -ENOENT) {
+		/* A new state directory: the first KEK and an empty store. */
+		ret = ks_rotate(ks);
+		if (!ret)
+			ks_sweep(ks);
+		return ret;
+	}
+	if (!ret)
+		ret = ks_load(ks, file, len);
+	free(file);
+	if (!ret)
+		ks_sweep(ks);
+	return ret;
+}
+
+void ks_close(struct keystore *ks)
+{
+	secmem_free(ks->v, ks->cap * sizeof(*ks->v));
+	secmem_free(ks->kek, PROTO_KEY_SIZE);
+	ks->v = NULL;
+	ks->kek = NULL;
+	ks->n = ks->cap = 0;
+}
+
+struct shard *ks_find(struct keystore *ks, const uint8_t id[PROTO_ID_SIZE])
+{
+	size_t i;
+
+	for (i = 0; i < ks->n; i++)
+		if (!memcmp(ks->v[i].id, id, PROTO_ID_SIZE))
+			return &ks->v[i];
+	return NULL;
+}
+
+/* Is @k already in the table (or earlier in this import)? */
+static int import_check(struct keystore *ks, const struct proto_key *k,
+			const char **why)
+{
+	struct shard *s = ks_find(ks, k->id);
+
+	if (!s)
+		return 0;
+	if (s->state != PROTO_SHARD_ACTIVE) {
+		*why = "a revoked shard id";
+		return -EKEYREVOKED;
+	}
+	if (memcmp(s->key, k->key, PROTO_KEY_SIZE) || s->layer != k->layer ||
+	    strcmp(s->label, k->label)) {
+		*why = "a shard id already held with another key or label";
+		return -EEXIST;
+	}
+	return 1;
+}
+
+int ks_import(struct keystore *ks, const struct proto_key *keys, uint32_t n,
+	      uint32_t *added, uint32_t *present, const char **why)
+{
+	size_t old_n = ks->n;
+	uint64_t now = now_real_ns();
+	uint32_t i;
+	int ret;
+
+	*added = *present = 0;
+	*why = NULL;
+	ret = table_reserve(ks, ks->n + n);
+	for (i = 0; !ret && i < n; i++) {
+		struct shard *s;
+
+		ret = import_check(ks, &keys[i], why);
+		if (ret > 0) {
+			(*present)++;
+			ret = 0;
+			continue;
+		}
+		if (ret)
+			break;
+		s = &ks->v[ks->n++];
+		memset(s, 0, sizeof(*s));
+		memcpy(s->id, keys[i].id, PROTO_ID_SIZE);
+		memcpy(s->key, keys[i].key, PROTO_KEY_SIZE);
+		memcpy(s->label, keys[i].label, sizeof(s->label));
+		s->layer = keys[i].layer;
+		s->state = PROTO_SHARD_ACTIVE;
+		s->imported_ns = now;
+		(*added)++;
+	}
+	if (!ret && *added)
+		ret = ks_write(ks, ks->kek, ks->kek_id);
+	if (ret) {
+		explicit_bzero(ks->v + old_n, (ks->n - old_n) * sizeof(*ks->v));
+		ks->n = old_n;
+		*added = *present = 0;
+	}
+	return ret;
+}
+
+int ks_mark_revoking(struct keystore *ks, struct shard **s, size_t n)
+{
+	uint64_t now = now_real_ns();
+	size_t i;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		s[i]->state = PROTO_SHARD_REVOKING;
+		s[i]->revoked_ns = now;
+	}
+	ret = ks_rotate(ks);
+	for (i = 0; i < n; i++) {
+		if (ret) {
+			s[i]->state = PROTO_SHARD_ACTIVE;
+			s[i]->revoked_ns = 0;
+		} else {
+			explicit_bzero(s[i]->key, PROTO_KEY_SIZE);
+		}
+	}
+	return ret;
+}
+
+int ks_mark_revoked(struct keystore *ks, struct shard **s, size_t n)
+{
+	size_t i, changed = 0;
+	uint8_t *was;
+	int ret;
+
+	was = calloc(n ? n : 1, 1);
+	if (!was)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		if (s[i]->state == PROTO_SHARD_REVOKING) {
+			s[i]->state = PROTO_SHARD_REVOKED;
+			was[i] = 1;
+			changed++;
+		}
+	}
+	ret = changed ? ks_write(ks, ks->kek, ks->kek_id) : 0;
+	if (ret)
+		for (i = 0; i < n; i++)
+			if (was[i])
+				s[i]->state = PROTO_SHARD_REVOKING;
+	free(was);
+	return ret;
+}

@@ -1,0 +1,884 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Page-in of shard chunks: the calling thread reads (io_uring, or pread
+ * when there is no ring), a pool of workers decrypts. Each chunk that
+ * arrives in a staging buffer becomes a work item; a worker authenticates
+ * and decrypts it into the destination and hands the buffer back to the
+ * reader, which refills it. The caller decrypts items of its own page-in
+ * while it has nothing to read, so a page-in never waits on a busy pool
+ * serving another one.
+ *
+ * Locking: s->lock guards the work queues, every lane's free list and busy
+ * flag, every job's counters and error, and the statistics. Nothing slow
+ * runs under it: reads and decryption happen with it released. A lane's
+ * ring and staging are touched only by the thread that holds the lane.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "staging.h"
+#include "stream.h"
+
+#define DIRECT_ALIGN 4096u
+#define MAX_RETRIES 16u
+
+struct job;
+struct lane;
+
+/* A staging buffer and the read it holds. */
+struct sbuf {
+	struct sbuf *next;		/* in a work queue */
+	struct lane *lane;
+	struct job *job;
+	unsigned int idx;
+	uint32_t chunk;
+	uint32_t want;			/* ciphertext bytes of the chunk */
+	uint32_t done;			/* bytes read so far */
+	unsigned int retries;
+};
+
+struct lane {
+	struct staging st;
+	struct sbuf *bufs;
+	unsigned int *free;
+	unsigned int nfree;
+	pthread_cond_t cond;		/* a buffer came back */
+	int busy;
+	int dead;			/* its ring misbehaved: never reused */
+};
+
+struct job {
+	struct stream_req *r;
+	const struct osh_file *f;
+	uint8_t *dst;
+	uint32_t end;			/* chunks [next, end) still to read */
+	uint32_t next;
+	unsigned int pending;		/* read, not yet decrypted */
+	int err;
+	uint32_t bad;
+	int fd;
+	int direct;
+	int urgent;
+	char id[33];
+};
+
+struct stream {
+	struct ortho_ctx *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t work;		/* items queued, or stop */
+	pthread_cond_t lane_cond;	/* a lane came back */
+	struct sbuf *qhead[2], *qtail[2];	/* [0]: urgent */
+	pthread_t *thr;
+	unsigned int nthr;
+	int stop;
+	struct lane *lanes[STREAM_MAX_LANES];
+	unsigned int nlanes, max_lanes;
+	unsigned int qd, nbuf;
+	unsigned int flags;
+	size_t max_read;
+	int no_uring;
+	struct stream_info stats;
+};
+
+/* ---- the work queue (s->lock held) ---- */
+
+static void queue_push(struct stream *s, struct sbuf *b)
+{
+	int q = b->job->urgent ? 0 : 1;
+
+	b->next = NULL;
+	if (s->qtail[q])
+		s->qtail[q]->next = b;
+	else
+		s->qhead[q] = b;
+	s->qtail[q] = b;
+}
+
+/* The first item of @j, or of anyone (urgent first) when @j is NULL. */
+static struct sbuf *queue_take(struct stream *s, const struct job *j)
+{
+	struct sbuf *b, *prev;
+	int q;
+
+	for (q = 0; q < 2; q++) {
+		for (prev = NULL, b = s->qhead[q]; b; prev = b, b = b->next) {
+			if (j && b->job != j)
+				continue;
+			if (prev)
+				prev->next = b->next;
+			else
+				s->qhead[q] = b->next;
+			if (s->qtail[q] == b)
+				s->qtail[q] = prev;
+			return b;
+		}
+	}
+	return NULL;
+}
+
+static void buf_put(struct lane *l, struct sbuf *b)
+{
+	b->job = NULL;
+	l->free[l->nfree++] = b->idx;
+	pthread_cond_signal(&l->cond);
+}
+
+/* Has @j failed or been cancelled? Latches a cancel into j->err. */
+static int job_stopped(struct job *j)
+{
+	if (!j->err && j->r->cancel && atomic_load(j->r->cancel))
+		j->err = -ECANCELED;
+	return j->err != 0;
+}
+
+static void job_fail(struct job *j, int err, uint32_t chunk)
+{
+	if (j->err)
+		return;
+	j->err = err;
+	if (err == -EBADMSG)
+		j->bad = chunk;
+}
+
+/* ---- decryption ---- */
+
+/*
+ * A chunk wholly in range goes straight to its place in dst; one the range
+ * cuts is opened in place and the part in range copied out, after which
+ * its plaintext in staging is wiped at once.
+ */
+static int item_decrypt(struct job *j, struct sbuf *b)
+{
+	struct stream_req *r = j->r;
+	uint8_t *buf = staging_buf(&b->lane->st, b->idx);
+	uint64_t cs = (uint64_t)b->chunk * OSH_CHUNK_SIZE;
+	uint64_t ce = cs + b->want;
+	uint64_t lo = cs > r->off ? cs : r->off;
+	uint64_t hi = ce < r->off + r->len ? ce : r->off + r->len;
+	int ret;
+
+	if (lo == cs && hi == ce)
+		return osh_decrypt_chunk(j->f, r->key, b->chunk, buf,
+					 j->dst + (cs - r->off));
+	ret = osh_decrypt_chunk(j->f, r->key, b->chunk, buf, buf);
+	if (!ret)
+		memcpy(j->dst + (lo - r->off), buf + (lo - cs), hi - lo);
+	explicit_bzero(buf, b->want);
+	return ret;
+}
+
+/* Run item @b; called and returns with s->lock held. */
+static void item_run(struct stream *s, struct sbuf *b)
+{
+	struct job *j = b->job;
+	int ret = 0;
+
+	if (!job_stopped(j)) {
+		pthread_mutex_unlock(&s->lock);
+		ret = item_decrypt(j, b);
+		pthread_mutex_lock(&s->lock);
+	}
+	if (ret)
+		job_fail(j, ret, b->chunk);
+	j->pending--;
+	buf_put(b->lane, b);
+}
+
+/* Decrypt one item of @j if one is queued (s->lock held). Return: 1 if so. */
+static int help_one(struct stream *s, struct job *j)
+{
+	struct sbuf *b = queue_take(s, j);
+
+	if (!b)
+		return 0;
+	item_run(s, b);
+	return 1;
+}
+
+static void *worker_main(void *arg)
+{
+	struct stream *s = arg;
+	struct sbuf *b;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		b = queue_take(s, NULL);
+		if (b) {
+			item_run(s, b);
+			continue;
+		}
+		if (s->stop)
+			break;
+		pthread_cond_wait(&s->work, &s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* A buffer fully read: hand it to the workers (s->lock held). */
+static void item_ready(struct stream *s, struct job *j, struct sbuf *b)
+{
+	if (job_stopped(j)) {
+		buf_put(b->lane, b);
+		return;
+	}
+	j->pending++;
+	queue_push(s, b);
+	pthread_cond_signal(&s->work);
+}
+
+/* Wait until every item of @j is decrypted, helping meanwhile. */
+static void job_drain(struct stream *s, struct lane *l, struct job *j)
+{
+	pthread_mutex_lock(&s->lock);
+	while (j->pending)
+		if (!help_one(s, j))
+			pthread_cond_wait(&l->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Take a free buffer for the next chunk, or help, or wait (s->lock held). */
+static struct sbuf *buf_next(struct stream *s, struct lane *l, struct job *j,
+			     int may_wait)
+{
+	struct sbuf *b;
+
+	while (!l->nfree && may_wait && !job_stopped(j) && j->next < j->end)
+		if (!help_one(s, j))
+			pthread_cond_wait(&l->cond, &s->lock);
+	if (!l->nfree || job_stopped(j) || j->next >= j->end)
+		return NULL;
+	b = &l->bufs[l->free[--l->nfree]];
+	b->job = j;
+	b->chunk = j->next++;
+	b->want = (uint32_t)osh_chunk_len(j->f, b->chunk);
+	b->done = 0;
+	b->retries = 0;
+	return b;
+}
+
+/* Where the rest of @b's chunk is read from, and how much to ask for. */
+static void read_span(const struct stream *s, const struct job *j,
+		      const struct sbuf *b, size_t *boff, size_t *len,
+		      uint64_t *off)
+{
+	size_t from = b->done, to = b->want;
+
+	if (j->direct) {
+		/* O_DIRECT wants aligned offsets and lengths; past EOF is fine. */
+		from &= ~(size_t)(DIRECT_ALIGN - 1);
+		to = (to + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+	}
+	if (s->max_read && to - from > s->max_read)
+		to = from + s->max_read;
+	*boff = from;
+	*len = to - from;
+	*off = j->f->hdr.data_offset + (uint64_t)b->chunk * OSH_CHUNK_SIZE +
+	       from;
+}
+
+/*
+ * Account for @res more bytes of @b. Return: 1 when the chunk is complete,
+ * 0 when more must be read, or a negative errno (logged).
+ */
+static int read_progress(struct stream *s, struct job *j, struct sbuf *b,
+			 int res)
+{
+	size_t boff, len;
+	uint64_t off;
+
+	read_span(s, j, b, &boff, &len, &off);
+	if (res < 0) {
+		if ((res == -EAGAIN || res == -EINTR) &&
+		    b->retries++ < MAX_RETRIES)
+			return 0;
+		olog_err(s->ctx, "shard %s: chunk %u: read at byte %" PRIu64
+			 ": %s", j->id, b->chunk, off, strerror(-res));
+		return res;
+	}
+	/* O_DIRECT re-reads from an aligned offset: no progress is EOF too. */
+	if (!res || boff + (size_t)res <= b->done) {
+		olog_err(s->ctx, "shard %s: chunk %u: the file ends at byte %"
+			 PRIu64 ", inside the chunk (truncated?)", j->id,
+			 b->chunk, off + (uint64_t)res);
+		return -EIO;
+	}
+	b->done = (uint32_t)(boff + (size_t)res);
+	pthread_mutex_lock(&s->lock);
+	s->stats.reads++;
+	s->stats.bytes += (uint64_t)res;
+	if (b->done < b->want)
+		s->stats.short_reads++;
+	pthread_mutex_unlock(&s->lock);
+	return b->done >= b->want;
+}
+
+/* ---- the pread path ---- */
+
+static int pread_chunk(struct stream *s, struct lane *l, struct job *j,
+		       struct sbuf *b)
+{
+	uint8_t *buf = staging_buf(&l->st, b->idx);
+	size_t boff, len;
+	uint64_t off;
+	ssize_t n;
+	int ret;
+
+	do {
+		read_span(s, j, b, &boff, &len, &off);
+		staging_touch(&l->st, b->idx, boff + len);
+		n = pread(j->fd, buf + boff, len, (off_t)off);
+		ret = read_progress(s, j, b, n < 0 ? -errno : (int)n);
+	} while (!ret);
+	return ret < 0 ? ret : 0;
+}
+
+static void run_pread(struct stream *s, struct lane *l, struct job *j)
+{
+	struct sbuf *b;
+	int ret;
+
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		b = buf_next(s, l, j, 1);
+		pthread_mutex_unlock(&s->lock);
+		if (!b)
+			break;
+		ret = pread_chunk(s, l, j, b);
+		pthread_mutex_lock(&s->lock);
+		if (ret) {
+			job_fail(j, ret, b->chunk);
+			buf_put(l, b);
+		} else {
+			item_ready(s, j, b);
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	job_drain(s, l, j);
+}
+
+/* ---- the io_uring path ---- */
+
+struct uring_run {
+	unsigned int owned;		/* buffers on the I/O side */
+	unsigned int unsubmitted;	/* of which queued, not submitted */
+};
+
+static void issue(struct stream *s, struct lane *l, struct job *j,
+		  struct sbuf *b, struct uring_run *u)
+{
+	size_t boff, len;
+	uint64_t off;
+
+	read_span(s, j, b, &boff, &len, &off);
+	/* The ring has qd entries and never more than qd reads are owned. */
+	if (staging_queue_read(&l->st, j->fd, b->idx, boff, len, off))
+		abort();
+	u->unsubmitted++;
+}
+
+/* A completion for @b: resubmit the rest, hand it on, or fail the job. */
+static void on_cqe(struct stream *s, struct lane *l, struct job *j,
+		   struct sbuf *b, int res, struct uring_run *u)
+{
+	int ret = read_progress(s, j, b, res);
+
+	pthread_mutex_lock(&s->lock);
+	if (!ret && !job_stopped(j)) {
+		pthread_mutex_unlock(&s->lock);
+		issue(s, l, j, b, u);
+		return;
+	}
+	u->owned--;
+	if (ret < 0)
+		job_fail(j, ret, b->chunk);
+	if (ret > 0)
+		item_ready(s, j, b);
+	else
+		buf_put(l, b);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int uring_submit(struct stream *s, struct lane *l, struct job *j,
+			struct uring_run *u)
+{
+	int ret = staging_submit(&l->st);
+
+	if (ret >= 0) {
+		u->unsubmitted -= (unsigned int)ret;
+		return 0;
+	}
+	if (ret == -EAGAIN || ret == -EBUSY)
+		return 0;	/* completions first, then again */
+	olog_err(s->ctx, "shard %s: io_uring submit: %s", j->id,
+		 strerror(-ret));
+	/* Reads left in its queue must never land in reused buffers. */
+	l->dead = 1;
+	u->owned -= u->unsubmitted;
+	u->unsubmitted = 0;
+	pthread_mutex_lock(&s->lock);
+	job_fail(j, ret, UINT32_MAX);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* One completion, or help with decryption while none is there. */
+static int uring_reap(struct stream *s, struct lane *l, struct job *j,
+		      struct uring_run *u)
+{
+	unsigned int b;
+	int got, res, helped;
+
+	got = staging_reap(&l->st, 0, &b, &res);
+	if (!got) {
+		pthread_mutex_lock(&s->lock);
+		helped = help_one(s, j);
+		pthread_mutex_unlock(&s->lock);
+		if (helped)
+			return 0;
+		got = staging_reap(&l->st, 1, &b, &res);
+	}
+	if (got < 0) {
+		olog_err(s->ctx, "shard %s: io_uring wait: %s", j->id,
+			 strerror(-got));
+		/* Its reads may still complete: never hand the lane out. */
+		l->dead = 1;
+		pthread_mutex_lock(&s->lock);
+		job_fail(j, got, UINT32_MAX);
+		pthread_mutex_unlock(&s->lock);
+		return got;
+	}
+	if (got && b < l->st.nbuf)
+		on_cqe(s, l, j, &l->bufs[b], res, u);
+	return 0;
+}
+
+static void run_uring(struct stream *s, struct lane *l, struct job *j)
+{
+	struct uring_run u = { 0 };
+	struct sbuf *b;
+
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		while (u.owned < s->qd &&
+		       (b = buf_next(s, l, j, !u.owned))) {
+			pthread_mutex_unlock(&s->lock);
+			issue(s, l, j, b, &u);
+			u.owned++;
+			pthread_mutex_lock(&s->lock);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (!u.owned)
+			break;
+		if (u.unsubmitted && uring_submit(s, l, j, &u))
+			break;
+		if (u.owned > u.unsubmitted && uring_reap(s, l, j, &u))
+			break;
+	}
+	job_drain(s, l, j);
+}
+
+/* ---- lanes ---- */
+
+static void lane_free(struct lane *l)
+{
+	if (!l)
+		return;
+	staging_fini(&l->st);
+	pthread_cond_destroy(&l->cond);
+	free(l->bufs);
+	free(l->free);
+	free(l);
+}
+
+static void ring_failed(struct stream *s, int err)
+{
+	int first;
+
+	pthread_mutex_lock(&s->lock);
+	first = !s->no_uring;
+	s->no_uring = 1;
+	pthread_mutex_unlock(&s->lock);
+	if (!first)
+		return;
+	if (err == -EOPNOTSUPP)
+		olog_info(s->ctx, "stream: built without liburing: shards "
+			  "are read with pread");
+	else
+		olog_warn(s->ctx, "stream: io_uring is not available (%s): "
+			  "shards are read with pread", strerror(-err));
+}
+
+static int lane_new(struct stream *s, int want_ring, struct lane **out)
+{
+	struct lane *l = calloc(1, sizeof(*l));
+	unsigned int b;
+	int ret, ring_err;
+
+	if (!l)
+		return -ENOMEM;
+	l->bufs = calloc(s->nbuf, sizeof(*l->bufs));
+	l->free = calloc(s->nbuf, sizeof(*l->free));
+	if (!l->bufs || !l->free) {
+		free(l->bufs);
+		free(l->free);
+		free(l);
+		return -ENOMEM;
+	}
+	pthread_cond_init(&l->cond, NULL);
+	ret = staging_init(s->ctx, &l->st, s->nbuf, OSH_CHUNK_SIZE, s->qd,
+			   want_ring, &ring_err);
+	if (ret) {
+		olog_err(s->ctx, "stream: no memory for %u staging buffers",
+			 s->nbuf);
+		lane_free(l);
+		return ret;
+	}
+	if (want_ring && ring_err)
+		ring_failed(s, ring_err);
+	for (b = 0; b < s->nbuf; b++) {
+		l->bufs[b].lane = l;
+		l->bufs[b].idx = b;
+		l->free[b] = b;
+	}
+	l->nfree = s->nbuf;
+	*out = l;
+	return 0;
+}
+
+/* A free lane, a new one while under the limit, or wait for one. */
+static int lane_get(struct stream *s, struct lane **out)
+{
+	struct lane *l = NULL;
+	unsigned int i;
+	int ret, want;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		for (i = 0; i < STREAM_MAX_LANES; i++) {
+			l = s->lanes[i];
+			if (l && !l->busy) {
+				l->busy = 1;
+				pthread_mutex_unlock(&s->lock);
+				*out = l;
+				return 0;
+			}
+		}
+		if (s->nlanes < s->max_lanes)
+			break;
+		pthread_cond_wait(&s->lane_cond, &s->lock);
+	}
+	s->nlanes++;
+	want = !(s->flags & STREAM_PREAD) && !s->no_uring;
+	pthread_mutex_unlock(&s->lock);
+
+	ret = lane_new(s, want, &l);
+	pthread_mutex_lock(&s->lock);
+	if (ret) {
+		s->nlanes--;
+		pthread_cond_signal(&s->lane_cond);
+	} else {
+		for (i = 0; s->lanes[i]; i++)
+			;
+		s->lanes[i] = l;
+		l->busy = 1;
+		*out = l;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static void lane_put(struct stream *s, struct lane *l)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&s->lock);
+	l->busy = 0;
+	if (l->dead) {
+		for (i = 0; i < STREAM_MAX_LANES; i++)
+			if (s->lanes[i] == l)
+				s->lanes[i] = NULL;
+		s->nlanes--;
+	}
+	pthread_cond_signal(&s->lane_cond);
+	pthread_mutex_unlock(&s->lock);
+	/* Its ring may still write into the buffers: unmap them only now. */
+	if (l->dead)
+		lane_free(l);
+}
+
+/* ---- page-in ---- */
+
+static void job_open_fd(struct stream *s, struct job *j)
+{
+	char path[64];
+	int fd;
+
+	j->fd = j->f->fd;
+	if (!(s->flags & STREAM_DIRECT))
+		return;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", j->f->fd);
+	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0) {
+		olog_dbg(s->ctx, "shard %s: no O_DIRECT here (%s): buffered "
+			 "reads", j->id, strerror(errno));
+		return;
+	}
+	j->fd = fd;
+	j->direct = 1;
+}
+
+static int job_init(struct job *j, struct stream_req *r)
+{
+	uint64_t pt_len;
+
+	memset(j, 0, sizeof(*j));
+	r->bad_chunk = UINT32_MAX;
+	if (!r->f || !r->key || !r->dst || !r->len)
+		return -EINVAL;
+	pt_len = r->f->hdr.plaintext_len;
+	if (r->off > pt_len || r->len > pt_len - r->off)
+		return -EINVAL;
+	j->r = r;
+	j->f = r->f;
+	j->dst = r->dst;
+	j->next = (uint32_t)(r->off / OSH_CHUNK_SIZE);
+	j->end = (uint32_t)((r->off + r->len + OSH_CHUNK_SIZE - 1) /
+			    OSH_CHUNK_SIZE);
+	j->bad = UINT32_MAX;
+	j->urgent = !!(r->flags & STREAM_URGENT);
+	osh_id_to_hex(r->f->hdr.shard_id, j->id);
+	return 0;
+}
+
+int stream_read(struct stream *s, struct stream_req *r)
+{
+	struct lane *l;
+	struct job j;
+	int ret;
+
+	ret = job_init(&j, r);
+	if (ret)
+		return ret;
+	ret = lane_get(s, &l);
+	if (ret)
+		return ret;
+	job_open_fd(s, &j);
+	if (l->st.have_ring) {
+		staging_set_file(&l->st, j.fd);
+		run_uring(s, l, &j);
+		if (!l->dead)
+			staging_set_file(&l->st, -1);
+	} else {
+		run_pread(s, l, &j);
+	}
+	staging_wipe(&l->st);
+	if (j.fd != r->f->fd)
+		close(j.fd);
+	lane_put(s, l);
+	if (!j.err)
+		return 0;
+	explicit_bzero(r->dst, r->len);
+	if (j.err == -EBADMSG) {
+		r->bad_chunk = j.bad;
+		olog_err(s->ctx, "shard %s: chunk %u of %u failed "
+			 "authentication (tampered or corrupt)", j.id, j.bad,
+			 r->f->hdr.chunk_count);
+	}
+	return j.err;
+}
+
+/* ---- setup ---- */
+
+static int opts_check(struct ortho_ctx *ctx, struct stream_opts *o)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (!o->queue_depth)
+		o->queue_depth = STREAM_DEF_QUEUE_DEPTH;
+	if (!o->staging)
+		o->staging = STREAM_DEF_STAGING;
+	if (!o->workers)
+		o->workers = ncpu > 0 ? (unsigned int)ncpu : 1;
+	if (!o->lanes)
+		o->lanes = 4;
+	if (o->queue_depth > 1024 || o->workers > 1024 ||
+	    o->lanes > STREAM_MAX_LANES ||
+	    o->staging % OSH_CHUNK_SIZE || o->staging < 2 * OSH_CHUNK_SIZE ||
+	    o->staging > 1024ull * OSH_CHUNK_SIZE ||
+	    o->max_read % DIRECT_ALIGN ||
+	    (o->flags & ~(STREAM_PREAD | STREAM_DIRECT))) {
+		olog_err(ctx, "stream: options out of range (queue depth %u, "
+			 "staging %zu bytes in whole MiB from 2 MiB, workers "
+			 "%u, lanes %u)", o->queue_depth, o->staging,
+			 o->workers, o->lanes);
+		return -EINVAL;
+	}
+	/* A read in flight holds a buffer: no deeper than the buffers. */
+	if (o->queue_depth > o->staging / OSH_CHUNK_SIZE)
+		o->queue_depth = (unsigned int)(o->staging / OSH_CHUNK_SIZE);
+	return 0;
+}
+
+int stream_new(struct ortho_ctx *ctx, const struct stream_opts *opts,
+	       struct stream **out)
+{
+	struct stream_opts o = { 0 };
+	struct stream *s;
+	int ret = 0;
+
+	*out = NULL;
+	if (opts)
+		o = *opts;
+	if (opts_check(ctx, &o))
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->thr = calloc(o.workers, sizeof(*s->thr));
+	if (!s->thr) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->ctx = ctx;
+	s->qd = o.queue_depth;
+	s->nbuf = (unsigned int)(o.staging / OSH_CHUNK_SIZE);
+	s->flags = o.flags;
+	s->max_read = o.max_read;
+	s->max_lanes = o.lanes;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->work, NULL);
+	pthread_cond_init(&s->lane_cond, NULL);
+	for (s->nthr = 0; s->nthr < o.workers; s->nthr++) {
+		ret = -pthread_create(&s->thr[s->nthr], NULL, worker_main, s);
+		if (ret)
+			break;
+	}
+	if (ret) {
+		olog_err(ctx, "stream: cannot start decrypt workers: %s",
+			 strerror(-ret));
+		stream_free(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
+}
+
+void stream_free(struct stream *s)
+{
+	unsigned int i;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stop = 1;
+	pthread_cond_broadcast(&s->work);
+	pthread_mutex_unlock(&s->lock);
+	for (i = 0; i < s->nthr; i++)
+		pthread_join(s->thr[i], NULL);
+	for (i = 0; i < STREAM_MAX_LANES; i++)
+		lane_free(s->lanes[i]);
+	pthread_cond_destroy(&s->lane_cond);
+	pthread_cond_destroy(&s->work);
+	pthread_mutex_destroy(&s->lock);
+	free(s->thr);
+	free(s);
+}
+
+static int env_word(const char *w, size_t n, struct stream_opts *o)
+{
+	char buf[64];
+	char *end;
+	unsigned long long v;
+	const char *eq;
+
+	if (n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, w, n);
+	buf[n] = 0;
+	if (!strcmp(buf, "pread")) {
+		o->flags |= STREAM_PREAD;
+		return 0;
+	}
+	if (!strcmp(buf, "direct")) {
+		o->flags |= STREAM_DIRECT;
+		return 0;
+	}
+	eq = strchr(buf, '=');
+	if (!eq || !eq[1])
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(eq + 1, &end, 0);
+	if (errno || *end || v > 1ull << 40)
+		return -EINVAL;
+	if (!strncmp(buf, "qd=", 3))
+		o->queue_depth = (unsigned int)v;
+	else if (!strncmp(buf, "workers=", 8))
+		o->workers = (unsigned int)v;
+	else if (!strncmp(buf, "staging=", 8))
+		o->staging = (size_t)v;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int stream_opts_env(struct stream_opts *o)
+{
+	const char *e = getenv("ORTHO_STREAM");
+	struct stream_opts t;
+	size_t n;
+
+	if (!e || !*e)
+		return 0;
+	t = *o;
+	while (*e) {
+		n = strcspn(e, ",");
+		if (n && env_word(e, n, &t))
+			return -EINVAL;
+		e += n;
+		if (*e == ',')
+			e++;
+	}
+	*o = t;
+	return 0;
+}
+
+void stream_get_info(struct stream *s, struct stream_info *info)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&s->lock);
+	*info = s->stats;
+	info->workers = s->nthr;
+	info->queue_depth = s->qd;
+	info->staging = (size_t)s->nbuf * OSH_CHUNK_SIZE;
+	info->lanes = s->nlanes;
+	info->direct = !!(s->flags & STREAM_DIRECT);
+	info->uring = 0;
+	for (i = 0; i < STREAM_MAX_LANES; i++)
+		if (s->lanes[i] && s->lanes[i]->st.have_ring)
+			info->uring = 1;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void stream_for_each_buffer(struct stream *s,
+			    void (*fn)(void *user, const void *p, size_t len),
+			    void *user)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < STREAM_MAX_LANES; i++)
+		if (s->lanes[i])
+			fn(user, s->lanes[i]->st.mem,
+			   (size_t)s->lanes[i]->st.nbuf *
+			   s->lanes[i]->st.buf_size);
+	pthread_mutex_unlock(&s->lock);
+}

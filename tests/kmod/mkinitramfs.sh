@@ -1,0 +1,29 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# mkinitramfs.sh OUT.cpio.gz MODULE.ko BUSYBOX INIT PROGRAM...
+# Builds the ortho.ko test initramfs: a static busybox, the init script,
+# the module at /lib/modules/ortho.ko and the static test programs in /bin.
+# Needs no root: files are owned by 0:0 in the archive, and /dev/console
+# comes from the kernel's built-in initramfs.
+set -eu
+if [ $# -lt 4 ]; then
+	echo "usage: $0 OUT.cpio.gz MODULE.ko BUSYBOX INIT [PROGRAM...]" >&2
+	exit 2
+fi
+out=$1 ko=$2 busybox=$3 init=$4
+shift 4
+stage=$(mktemp -d "${TMPDIR:-/tmp}/ortho-initramfs.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/lib/modules" "$stage/proc" "$stage/sys" \
+	"$stage/dev" "$stage/tmp"
+install -m 0755 "$busybox" "$stage/bin/busybox"
+install -m 0755 "$init" "$stage/init"
+install -m 0644 "$ko" "$stage/lib/modules/ortho.ko"
+for p in "$@"; do
+	install -m 0755 "$p" "$stage/bin/$(basename "$p")"
+done
+# busybox sh runs /init; the shebang names /bin/sh before --install.
+ln -s busybox "$stage/bin/sh"
+(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
+	cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$out.tmp"
+mv "$out.tmp" "$out"

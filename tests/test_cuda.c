@@ -1,0 +1,691 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The CUDA backend. Everywhere: backend selection ("auto" falls back to the
+ * CPU, a forced "cuda" fails with -ENODEV and says CUDA, bad names are
+ * -EINVAL) and, when built with CUDA, the embedded fatbin's contents (sm_80
+ * and sm_90 code, compute_90 PTX). With a device: every kernel against its
+ * CPU twin ok_fused_rows() on fresh random inputs of many shapes (outputs
+ * poisoned first, NaN never passes), bad input, threads, and the timing
+ * helpers. The Ortho pool's accounting and wipe: tests/test_cuda_pool.c.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "backend_cuda.h"
+#include "ctx.h"
+#include "fp16.h"
+#include "kernels.h"
+#include "testutil.h"
+
+#ifdef HAVE_CUDA
+#include "backend_cuda_priv.h"
+#include "cuda_loader.h"
+#include "cuda_pool.h"
+#endif
+
+/* Relative to sum |w x| over the output's terms (FP32 sums, any order). */
+#define REL_TOL 1e-5
+
+static struct tu_log lg;
+static uint64_t seed = 0x0c0da5eedull;
+
+/* ---- random problems and the CPU reference ---- */
+
+struct prob {
+	struct ok_q8 m;
+	int8_t *q;
+	float *sc, *x, *y, *ref;
+	uint32_t ntok;
+	unsigned int no;
+	struct ok_ortho o[8];
+	const struct ok_ortho *op[8];
+	void *mem[8][3];		/* rowptr, col, val per delta */
+};
+
+static void ortho_make(struct prob *p, unsigned int i, uint32_t enc,
+		       double density)
+{
+	uint32_t rows = p->m.rows, cols = p->m.cols, r, c, *rp = NULL;
+	size_t n = 0, cap = (size_t)rows * cols;
+	uint32_t cut = (uint32_t)(density * 4294967295.0);
+	uint16_t *val = malloc(cap * 2);
+	uint16_t *c16 = NULL;
+	uint32_t *c32 = NULL;
+
+	ck_assert_ptr_nonnull(val);
+	if (enc != OK_DENSE16) {
+		rp = malloc(((size_t)rows + 1) * 4);
+		c16 = enc == OK_CSR16 ? malloc(cap * 2) : NULL;
+		c32 = enc == OK_CSR32 ? malloc(cap * 4) : NULL;
+		ck_assert(rp && (c16 || c32));
+		rp[0] = 0;
+	}
+	for (r = 0; r < rows; r++) {
+		for (c = 0; c < cols; c++) {
+			if (rp && (uint32_t)tu_rand(&seed) > cut)
+				continue;
+			if (c16)
+				c16[n] = (uint16_t)c;
+			if (c32)
+				c32[n] = c;
+			val[n++] = f32_to_fp16(tu_randf(&seed) * 0.25f);
+		}
+		if (rp)
+			rp[r + 1] = (uint32_t)n;
+	}
+	p->o[i] = (struct ok_ortho){ .encoding = enc, .rows = rows,
+				     .cols = cols, .rowptr = rp, .val = val };
+	p->o[i].col = c16 ? (const void *)c16 : (const void *)c32;
+	p->op[i] = &p->o[i];
+	p->mem[i][0] = rp;
+	p->mem[i][1] = c16 ? (void *)c16 : (void *)c32;
+	p->mem[i][2] = val;
+}
+
+static void prob_make(struct prob *p, uint32_t rows, uint32_t cols,
+		      uint32_t group, uint32_t ntok, const char *encs,
+		      double density)
+{
+	size_t ng = (cols + group - 1) / group, k;
+
+	memset(p, 0, sizeof(*p));
+	p->q = malloc((size_t)rows * cols);
+	p->sc = malloc(rows * ng * sizeof(float));
+	p->x = malloc((size_t)ntok * cols * sizeof(float));
+	p->y = malloc((size_t)ntok * rows * sizeof(float));
+	p->ref = malloc((size_t)ntok * rows * sizeof(float));
+	ck_assert(p->q && p->sc && p->x && p->y && p->ref);
+	for (k = 0; k < (size_t)rows * cols; k++)
+		p->q[k] = (int8_t)((int)(tu_rand(&seed) % 255) - 127);
+	for (k = 0; k < rows * ng; k++)
+		p->sc[k] = 0.001f + 0.01f * (float)(tu_rand(&seed) % 1000) /
+			   1000.0f;
+	for (k = 0; k < (size_t)ntok * cols; k++)
+		p->x[k] = tu_randn(&seed);
+	p->m = (struct ok_q8){ .q = p->q, .scales = p->sc, .rows = rows,
+			       .cols = cols, .group = group };
+	p->ntok = ntok;
+	for (; encs && *encs && p->no < 8; encs++, p->no++)
+		ortho_make(p, p->no, (uint32_t)(*encs - '0'), density);
+	ok_fused_rows(&p->m, p->op, p->no, p->x, p->ref, ntok, 0, rows);
+}
+
+static void prob_free(struct prob *p)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < p->no; i++)
+		for (j = 0; j < 3; j++)
+			free(p->mem[i][j]);
+	free(p->q);
+	free(p->sc);
+	free(p->x);
+	free(p->y);
+	free(p->ref);
+}
+
+/* Sum of |term| of output (t, r): the scale of FP32 rounding there. */
+static double magnitude(const struct prob *p, uint32_t t, uint32_t r)
+{
+	const struct ok_q8 *m = &p->m;
+	const float *x = p->x + (size_t)t * m->cols;
+	size_t ng = (m->cols + m->group - 1) / m->group, k;
+	double s = 0;
+	uint32_t c, i;
+
+	for (c = 0; c < m->cols; c++)
+		s += fabs((double)m->q[(size_t)r * m->cols + c] *
+			  m->scales[r * ng + c / m->group] * x[c]);
+	for (i = 0; i < p->no; i++) {
+		const struct ok_ortho *o = &p->o[i];
+
+		if (o->encoding == OK_DENSE16) {
+			for (c = 0; c < m->cols; c++)
+				s += fabs(fp16_to_f32(o->val[(size_t)r *
+						m->cols + c]) * x[c]);
+			continue;
+		}
+		for (k = o->rowptr[r]; k < o->rowptr[r + 1]; k++) {
+			c = o->encoding == OK_CSR16 ?
+			    ((const uint16_t *)o->col)[k] :
+			    ((const uint32_t *)o->col)[k];
+			s += fabs(fp16_to_f32(o->val[k]) * x[c]);
+		}
+	}
+	return s;
+}
+
+/* Return: outputs of @y outside the bound around @ref (NaN never passes). */
+static size_t compare(const struct prob *p, const float *y, const char *what)
+{
+	size_t bad = 0;
+	uint32_t t, r;
+
+	for (t = 0; t < p->ntok; t++) {
+		for (r = 0; r < p->m.rows; r++) {
+			size_t k = (size_t)t * p->m.rows + r;
+			double d = fabs((double)y[k] - p->ref[k]);
+			double lim = REL_TOL * magnitude(p, t, r);
+
+			if (isfinite(y[k]) && d <= lim)
+				continue;
+			if (bad++ < 4)
+				fprintf(stderr, "%s %ux%u ntok %u: y[t %u][r %u]"
+					" = %.9g, CPU %.9g, bound %.3g\n",
+					what, p->m.rows, p->m.cols, p->ntok, t,
+					r, y[k], p->ref[k], lim);
+		}
+	}
+	return bad;
+}
+
+/* ---- selection (everywhere) ---- */
+
+static struct ortho_ctx *ctx_on(const char *spec, int *err)
+{
+	struct ortho_ctx_opts o = {
+		.sz = sizeof(o),
+		.backend = spec,
+		.threads = 1,
+		.log_fn = tu_log_fn,
+		.log_user = &lg,
+		.log_level = ORTHO_LOG_DEBUG,
+	};
+	struct ortho_ctx *c = NULL;
+
+	*err = ortho_ctx_new(&o, &c);
+	return c;
+}
+
+static const char *const bad_names[] = {
+	"gpu", "cuda0", "cuda:", "cuda:x", "cuda:-1", "cuda:12345",
+	"cuda:0 ", "CUDA", "cpu:0", "", "autox",
+};
+
+START_TEST(select_unknown)
+{
+	int err;
+
+	tu_log_clear(&lg);
+	ck_assert_ptr_null(ctx_on(bad_names[_i], &err));
+	ck_assert_int_eq(err, -EINVAL);
+	ck_assert_msg(tu_log_has(&lg, "unknown backend"), "log: %s", lg.buf);
+}
+END_TEST
+
+START_TEST(select_cpu)
+{
+	struct ortho_ctx *c;
+	int err;
+
+	c = ctx_on("cpu", &err);
+	ck_assert_int_eq(err, 0);
+	ck_assert_str_eq(ortho_ctx_get_backend(c), "cpu");
+	ck_assert_ptr_eq(c->backend, &backend_cpu);
+	ortho_ctx_free(c);
+}
+END_TEST
+
+/* No usable device (none there, or hidden): auto is the CPU, cuda fails. */
+static void expect_no_device(void)
+{
+	static const char *const forced[] = { "cuda", "cuda:0", "cuda:7" };
+	struct ortho_ctx *c;
+	unsigned int i;
+	int err;
+
+	c = ctx_on(NULL, &err);
+	ck_assert_int_eq(err, 0);
+	ck_assert_str_eq(ortho_ctx_get_backend(c), "cpu");
+	ortho_ctx_free(c);
+	c = ctx_on("auto", &err);
+	ck_assert_int_eq(err, 0);
+	ck_assert_str_eq(ortho_ctx_get_backend(c), "cpu");
+	ortho_ctx_free(c);
+	for (i = 0; i < 3; i++) {
+		tu_log_clear(&lg);
+		ck_assert_ptr_null(ctx_on(forced[i], &err));
+		ck_assert_int_eq(err, -ENODEV);
+		ck_assert_msg(tu_log_has(&lg, "CUDA"), "%s: log: %s",
+			      forced[i], lg.buf);
+		ck_assert_msg(tu_log_has(&lg, forced[i]), "%s: log: %s",
+			      forced[i], lg.buf);
+	}
+}
+
+START_TEST(select_no_device)
+{
+	expect_no_device();
+}
+END_TEST
+
+/* With a device: the driver's own switch hides it (a forked child). */
+START_TEST(select_hidden_device)
+{
+	ck_assert_int_eq(setenv("CUDA_VISIBLE_DEVICES", "", 1), 0);
+	expect_no_device();
+}
+END_TEST
+
+#ifdef HAVE_CUDA
+extern const unsigned char okc_fatbin_gemv_int8[];
+extern const unsigned char okc_fatbin_gemv_int8_end[];
+
+static uint64_t rd(const unsigned char *p, unsigned int n)
+{
+	uint64_t v = 0;
+
+	while (n--)
+		v = v << 8 | p[n];
+	return v;
+}
+
+/*
+ * The fatbin container: a 16-byte header (magic 0xba55ed50, version,
+ * header size, payload size), then entries of kind (1 PTX, 2 ELF), header
+ * size, payload size and, at byte 28, the architecture (80, 90).
+ */
+START_TEST(fatbin_contents)
+{
+	const unsigned char *p = okc_fatbin_gemv_int8;
+	size_t len = (size_t)(okc_fatbin_gemv_int8_end - p), off;
+	int elf80 = 0, elf90 = 0, ptx90 = 0;
+
+	ck_assert_uint_ge(len, 16);
+	ck_assert_uint_eq(rd(p, 4), 0xba55ed50u);
+	ck_assert_uint_eq(rd(p + 6, 2), 16);
+	ck_assert_uint_eq(rd(p + 8, 8) + 16, len);
+	for (off = 16; off < len;) {
+		uint64_t kind = rd(p + off, 2), hs = rd(p + off + 4, 4);
+		uint64_t size = rd(p + off + 8, 8), arch = rd(p + off + 28, 4);
+
+		ck_assert_uint_ge(hs, 64);
+		ck_assert_uint_le(off + hs + size, len);
+		elf80 += kind == 2 && arch == 80;
+		elf90 += kind == 2 && arch == 90;
+		ptx90 += kind == 1 && arch == 90;
+		off += hs + size;
+	}
+	ck_assert_msg(elf80 == 1 && elf90 == 1 && ptx90 == 1,
+		      "sm_80 %d, sm_90 %d, compute_90 PTX %d", elf80, elf90,
+		      ptx90);
+}
+END_TEST
+#endif
+
+/* ---- with a device ---- */
+
+static struct ortho_ctx *gctx;
+
+static void gpu_setup(void)
+{
+	int err;
+
+	tu_log_clear(&lg);
+	gctx = ctx_on("cuda", &err);
+	ck_assert_msg(gctx != NULL, "cuda backend: %d: %s", err, lg.buf);
+}
+
+static void gpu_teardown(void)
+{
+	ortho_ctx_free(gctx);
+	gctx = NULL;
+}
+
+#ifdef HAVE_CUDA
+static void ck_cu(CUresult r, const char *what)
+{
+	ck_assert_msg(r == CUDA_SUCCESS, "%s: CUDA error %d", what, (int)r);
+}
+
+/* Fill the device's y scratch with NaN so an unwritten output shows. */
+static void poison_y(void)
+{
+	struct cuda_dev *d = cuda_dev_of(gctx);
+
+	ck_assert_int_eq(cuda_enter(d), 0);
+	if (d->ybuf.ptr) {
+		ck_cu(d->api->memset_d8_async(d->ybuf.ptr, 0xff, d->ybuf.cap,
+					      d->stream), "poison");
+		ck_cu(d->api->stream_synchronize(d->stream), "poison sync");
+	}
+	cuda_leave(d);
+}
+#else
+static void poison_y(void)
+{
+}
+#endif
+
+struct dev_prob {
+	struct backend_q8 q;
+	struct backend_ortho o[8];
+	const struct backend_ortho *op[8];
+};
+
+static void dev_up(struct dev_prob *dp, const struct prob *p)
+{
+	const struct ortho_backend *b = gctx->backend;
+	unsigned int i;
+
+	memset(dp, 0, sizeof(*dp));
+	dp->q.host = p->m;
+	ck_assert_int_eq(b->base_upload(gctx, &dp->q), 0);
+	for (i = 0; i < p->no; i++) {
+		dp->o[i].host = p->o[i];
+		dp->op[i] = &dp->o[i];
+		ck_assert_int_eq(b->ortho_upload(gctx, &dp->o[i]), 0);
+	}
+}
+
+static void dev_down(struct dev_prob *dp, unsigned int no)
+{
+	unsigned int i;
+
+	for (i = 0; i < no; i++)
+		gctx->backend->ortho_release(gctx, &dp->o[i]);
+	gctx->backend->base_release(gctx, &dp->q);
+}
+
+/* Run on the device with y poisoned (host and device) and compare. */
+static void run_and_compare(struct prob *p, struct dev_prob *dp,
+			    const char *what)
+{
+	size_t k;
+
+	for (k = 0; k < (size_t)p->ntok * p->m.rows; k++)
+		p->y[k] = NAN;
+	poison_y();
+	ck_assert_int_eq(gctx->backend->linear(gctx, &dp->q, dp->op, p->no,
+					       p->x, p->y, p->ntok), 0);
+	ck_assert_msg(compare(p, p->y, what) == 0, "%s: outputs differ from "
+		      "the CPU twin (see stderr)", what);
+}
+
+static const struct {
+	uint32_t rows, cols, group, ntok;
+	const char *encs;	/* one digit per delta: 1 csr16 2 csr32 3 dense */
+	double density;
+} shapes[] = {
+	{ 64, 64, 64, 1, "1", 0.05 },		/* vec16 path */
+	{ 37, 1000, 64, 1, "13", 0.02 },	/* cols % 16 != 0 */
+	{ 33, 130, 128, 1, "231", 0.05 },	/* short last group */
+	{ 40, 96, 48, 1, "1", 0.1 },		/* group % 16 != 0 */
+	{ 4096, 4096, 128, 1, "113", 0.01 },
+	{ 24, 512, 64, 3, "13", 0.02 },		/* gemv4 */
+	{ 24, 512, 128, 8, "11", 0.02 },	/* gemv8 */
+	{ 17, 520, 64, 13, "23", 0.02 },	/* gemv8, two passes */
+	{ 100, 160, 64, 17, "132", 0.05 },	/* gemm */
+	{ 70, 100, 64, 70, "13", 0.05 },	/* gemm, partial tiles */
+	{ 65, 1003, 128, 65, "13", 0.02 },
+	{ 1000, 2048, 64, 130, "1", 0.01 },
+	{ 9, 70000, 128, 1, "2", 0.01 },	/* csr32 */
+	{ 64, 70000, 128, 20, "2", 0.01 },
+	{ 16, 256, 64, 5, "", 0 },		/* no Ortho */
+	{ 80, 256, 64, 40, "", 0 },
+	{ 1, 1, 1, 1, "3", 0 },
+};
+
+START_TEST(gpu_matches_cpu)
+{
+	struct dev_prob dp;
+	struct prob p;
+	char what[64];
+
+	prob_make(&p, shapes[_i].rows, shapes[_i].cols, shapes[_i].group,
+		  shapes[_i].ntok, shapes[_i].encs, shapes[_i].density);
+	dev_up(&dp, &p);
+	snprintf(what, sizeof(what), "shape %d", _i);
+	run_and_compare(&p, &dp, what);
+	/* Fresh inputs through the same uploaded tensors. */
+	for (size_t k = 0; k < (size_t)p.ntok * p.m.cols; k++)
+		p.x[k] = tu_randn(&seed);
+	ok_fused_rows(&p.m, p.op, p.no, p.x, p.ref, p.ntok, 0, p.m.rows);
+	run_and_compare(&p, &dp, what);
+	dev_down(&dp, p.no);
+	prob_free(&p);
+}
+END_TEST
+
+START_TEST(gpu_select)
+{
+	struct ortho_ctx *c;
+	int err;
+
+	ck_assert_str_eq(ortho_ctx_get_backend(gctx), "cuda:0");
+	c = ctx_on("auto", &err);
+	ck_assert_int_eq(err, 0);
+	ck_assert_str_eq(ortho_ctx_get_backend(c), "cuda:0");
+	ortho_ctx_free(c);
+	tu_log_clear(&lg);
+	ck_assert_ptr_null(ctx_on("cuda:999", &err));
+	ck_assert_int_eq(err, -ENODEV);
+	ck_assert_msg(tu_log_has(&lg, "CUDA"), "log: %s", lg.buf);
+}
+END_TEST
+
+START_TEST(gpu_bad_input)
+{
+	const struct ortho_backend *b = gctx->backend;
+	uint32_t rp[3] = { 0, 2, 1 }, col[2] = { 0, 1 };
+	uint16_t val[4] = { 0x3c00, 0x3c00, 0x3c00, 0x3c00 };
+	struct backend_ortho bo = { .host = { .encoding = OK_CSR32,
+		.rows = 2, .cols = 2, .rowptr = rp, .col = col, .val = val } };
+	const struct backend_ortho *bop[65];
+	struct dev_prob dp;
+	struct prob p;
+	unsigned int i;
+
+	ck_assert_int_eq(b->ortho_upload(gctx, &bo), -EINVAL); /* goes back */
+	rp[2] = 2;
+	col[1] = 2;
+	ck_assert_int_eq(b->ortho_upload(gctx, &bo), -EINVAL); /* col >= 2 */
+	col[1] = 1;
+	bo.host.encoding = 9;
+	ck_assert_int_eq(b->ortho_upload(gctx, &bo), -EINVAL);
+	ck_assert_ptr_null(bo.dev);
+	bo.host.encoding = OK_CSR32;
+	ck_assert_int_eq(b->ortho_upload(gctx, &bo), 0);
+
+	prob_make(&p, 3, 2, 2, 1, "", 0);
+	dev_up(&dp, &p);
+	bop[0] = &bo;			/* 2x2 delta on a 3x2 Base */
+	ck_assert_int_eq(b->linear(gctx, &dp.q, bop, 1, p.x, p.y, 1),
+			 -EINVAL);
+	ck_assert_int_eq(b->linear(gctx, &dp.q, bop, 0, p.x, p.y, 0),
+			 -EINVAL);
+	for (i = 0; i < 65; i++)
+		bop[i] = &bo;
+	ck_assert_int_eq(b->linear(gctx, &dp.q, bop, 65, p.x, p.y, 1),
+			 -E2BIG);
+	dev_down(&dp, 0);
+	b->ortho_release(gctx, &bo);
+	ck_assert_ptr_null(bo.dev);
+	prob_free(&p);
+}
+END_TEST
+
+struct thr {
+	struct dev_prob *dp;
+	const struct prob *p;
+	size_t bad;
+	int err;
+};
+
+static void *thr_run(void *arg)
+{
+	struct thr *t = arg;
+	float *y = malloc((size_t)t->p->ntok * t->p->m.rows * sizeof(*y));
+	int i;
+
+	for (i = 0; y && i < 20 && !t->err; i++) {
+		t->err = gctx->backend->linear(gctx, &t->dp->q, t->dp->op,
+					       t->p->no, t->p->x, y,
+					       t->p->ntok);
+		if (!t->err)
+			t->bad += compare(t->p, y, "thread");
+	}
+	free(y);
+	return NULL;
+}
+
+START_TEST(gpu_threads)
+{
+	struct thr t[4];
+	pthread_t th[4];
+	struct dev_prob dp;
+	struct prob p;
+	int i;
+
+	prob_make(&p, 300, 512, 64, 2, "13", 0.02);
+	dev_up(&dp, &p);
+	for (i = 0; i < 4; i++) {
+		t[i] = (struct thr){ .dp = &dp, .p = &p };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, thr_run, &t[i]),
+				 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(t[i].err, 0);
+		ck_assert_uint_eq(t[i].bad, 0);
+	}
+	dev_down(&dp, p.no);
+	prob_free(&p);
+}
+END_TEST
+
+START_TEST(gpu_bench_helpers)
+{
+	struct ortho_ctx *cpu;
+	struct prob p;
+	double bw = 0, sec = 0;
+	char desc[256];
+	int err;
+
+	ck_assert_int_eq(cuda_copy_bandwidth(gctx, 64 << 20, 5, &bw), 0);
+	ck_assert_msg(isfinite(bw) && bw > 1e9, "copy rate %g B/s", bw);
+	prob_make(&p, 512, 1024, 64, 1, "1", 0.01);
+	ck_assert_int_eq(cuda_bench_gemv(gctx, &p.m, p.op, p.no, p.x, p.y, 1,
+					 10, &sec), 0);
+	ck_assert_msg(isfinite(sec) && sec > 0, "%g s", sec);
+	ck_assert_uint_eq(compare(&p, p.y, "bench"), 0);
+	ck_assert_int_eq(cuda_device_describe(gctx, desc, sizeof(desc)), 0);
+	ck_assert_msg(strstr(desc, "sm_"), "%s", desc);
+	cpu = ctx_on("cpu", &err);
+	ck_assert_ptr_nonnull(cpu);
+	ck_assert_int_eq(cuda_copy_bandwidth(cpu, 1 << 20, 1, &bw), -ENODEV);
+	ck_assert_int_eq(cuda_bench_gemv(cpu, &p.m, p.op, p.no, p.x, NULL, 1,
+					 1, &sec), -ENODEV);
+	ortho_ctx_free(cpu);
+	prob_free(&p);
+}
+END_TEST
+
+/* ---- the runner ---- */
+
+/* In a child, so this process never initialises CUDA before forking. */
+static int device_usable(char *why, size_t len)
+{
+#ifdef HAVE_CUDA
+	pid_t pid = fork();
+	int st = 0;
+
+	if (pid == 0) {
+		const struct cuda_api *api;
+		CUdevice dev;
+		int n = 0, major = 0;
+
+		if (cuda_api_get(NULL, ORTHO_LOG_DEBUG, &api))
+			_exit(2);
+		if (api->device_get_count(&n) || n < 1)
+			_exit(3);
+		if (api->device_get(&dev, 0) ||
+		    api->device_get_attribute(&major,
+				CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+				dev) || major < 8)
+			_exit(4);
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		st = 0x7f00;
+	switch (WEXITSTATUS(st)) {
+	case 0:
+		return 1;
+	case 2:
+		snprintf(why, len, "no CUDA driver (libcuda.so.1)");
+		return 0;
+	case 3:
+		snprintf(why, len, "the CUDA driver sees no device");
+		return 0;
+	case 4:
+		snprintf(why, len, "CUDA device 0 is older than sm_80");
+		return 0;
+	default:
+		snprintf(why, len, "the device probe failed");
+		return 0;
+	}
+#else
+	snprintf(why, len, "built without the CUDA toolkit");
+	return 0;
+#endif
+}
+
+static TCase *gpu_tcase(void)
+{
+	TCase *tc = tcase_create("gpu");
+
+	tcase_set_timeout(tc, 300);
+	tcase_add_checked_fixture(tc, gpu_setup, gpu_teardown);
+	tcase_add_test(tc, gpu_select);
+	tcase_add_loop_test(tc, gpu_matches_cpu, 0,
+			    sizeof(shapes) / sizeof(shapes[0]));
+	tcase_add_test(tc, gpu_bad_input);
+	tcase_add_test(tc, gpu_threads);
+	tcase_add_test(tc, gpu_bench_helpers);
+	return tc;
+}
+
+int main(void)
+{
+	Suite *s = suite_create("cuda");
+	TCase *tc = tcase_create("select");
+	const char *fork_env = getenv("CK_FORK");
+	int dev, forking = !fork_env || strcmp(fork_env, "no");
+	char why[128] = "";
+	SRunner *sr;
+	int failed;
+
+	dev = device_usable(why, sizeof(why));
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, select_unknown, 0,
+			    sizeof(bad_names) / sizeof(bad_names[0]));
+	tcase_add_test(tc, select_cpu);
+	if (!dev)
+		tcase_add_test(tc, select_no_device);
+	else if (forking)
+		tcase_add_test(tc, select_hidden_device);
+#ifdef HAVE_CUDA
+	tcase_add_test(tc, fatbin_contents);
+#endif
+	suite_add_tcase(s, tc);
+	if (dev)
+		suite_add_tcase(s, gpu_tcase());
+	else
+		printf("SKIP: GPU tests: %s\n", why);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,585 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Streaming page-in (lib/stream.c): io_uring and pread paths give the same
+ * plaintext as the synchronous reader, ranges, short reads resumed, read
+ * errors (a file truncated after open, a directory or a write-only
+ * descriptor in place of the file), a tampered chunk, cancellation, concurrent page-ins, the
+ * forced and the real (seccomp) fallback to pread, and wiped staging.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "shard.h"
+#include "stream.h"
+#include "testutil.h"
+
+#ifdef HAVE_URING
+#include <liburing.h>
+#endif
+
+/* A dense tensor of ROWS x COLS FP16: 6 chunks and a bit. */
+#define ROWS 1300u
+#define COLS 2100u
+#define CANARY_LEN 32u
+
+static const uint16_t canary[CANARY_LEN / 2] = {
+	0x3a11, 0x2b22, 0x1c33, 0x0d44, 0x3e55, 0x2f66, 0x3077, 0x2188,
+	0x3299, 0x23aa, 0x34bb, 0x25cc, 0x36dd, 0x27ee, 0x38ff, 0x2901,
+};
+
+struct fixture {
+	char *dir;
+	char *path;
+	uint8_t key[OSH_KEY_SIZE];
+	uint8_t *expect;		/* the plaintext, by osh_read_all() */
+	uint64_t len;
+	struct osh_file f;
+};
+
+static struct tu_log lg;
+static struct ortho_ctx *ctx;
+static struct fixture fx;
+
+static int uring_works(void)
+{
+#ifdef HAVE_URING
+	struct io_uring ring;
+
+	if (io_uring_queue_init(4, &ring, 0))
+		return 0;
+	io_uring_queue_exit(&ring);
+	return 1;
+#else
+	return 0;
+#endif
+}
+
+/* Random finite FP16 values with the canary planted every 64 KiB. */
+static uint16_t *make_values(uint64_t seed)
+{
+	size_t n = (size_t)ROWS * COLS, i;
+	uint16_t *v = malloc(n * 2);
+
+	ck_assert_ptr_nonnull(v);
+	for (i = 0; i < n; i++)
+		v[i] = (uint16_t)(tu_rand(&seed) & 0x3bff);
+	for (i = 0; i + CANARY_LEN / 2 <= n; i += 32768)
+		memcpy(&v[i], canary, CANARY_LEN);
+	return v;
+}
+
+static void write_shard(const char *path, const uint8_t *key, uint64_t seed)
+{
+	struct osh_write_params p = { .label = "stream-test", .layer = 0,
+				      .key = key };
+	struct osp_tensor_src t = {
+		.name = "layers.0.wq", .rows = ROWS, .cols = COLS,
+		.encoding = OSP_DENSE16, .nnz = (uint64_t)ROWS * COLS,
+	};
+	uint16_t *v = make_values(seed);
+
+	t.val = v;
+	ck_assert_int_eq(getrandom(p.shard_id, sizeof(p.shard_id), 0),
+			 (ssize_t)sizeof(p.shard_id));
+	memset(p.model_id, 0x5a, sizeof(p.model_id));
+	ck_assert_int_eq(osh_write(ctx, path, &p, &t, 1), 0);
+	free(v);
+}
+
+static void setup(void)
+{
+	tu_log_clear(&lg);
+	ctx = tu_ctx(&lg);
+	ck_assert_ptr_nonnull(ctx);
+	fx.dir = tu_mkdtemp("stream");
+	ck_assert_ptr_nonnull(fx.dir);
+	ck_assert_int_ge(asprintf(&fx.path, "%s/a.osh", fx.dir), 0);
+	ck_assert_int_eq(getrandom(fx.key, sizeof(fx.key), 0),
+			 (ssize_t)sizeof(fx.key));
+	write_shard(fx.path, fx.key, 42);
+	ck_assert_int_eq(osh_open(ctx, fx.path, &fx.f), 0);
+	fx.len = fx.f.hdr.plaintext_len;
+	ck_assert_uint_ge(fx.f.hdr.chunk_count, 6);
+	fx.expect = malloc(fx.len);
+	ck_assert_ptr_nonnull(fx.expect);
+	ck_assert_int_eq(osh_read_all(ctx, &fx.f, fx.key, fx.expect, NULL), 0);
+}
+
+static void teardown(void)
+{
+	osh_close(&fx.f);
+	free(fx.expect);
+	tu_rmrf(fx.dir);
+	free(fx.dir);
+	free(fx.path);
+	ortho_ctx_free(ctx);
+	memset(&fx, 0, sizeof(fx));
+}
+
+static struct stream *new_stream(unsigned int flags, size_t max_read)
+{
+	struct stream_opts o = { .flags = flags, .max_read = max_read,
+				 .workers = 2, .queue_depth = 4,
+				 .staging = 6u * OSH_CHUNK_SIZE };
+	struct stream *s;
+
+	ck_assert_int_eq(stream_new(ctx, &o, &s), 0);
+	return s;
+}
+
+static int read_range(struct stream *s, uint64_t off, uint64_t len,
+		      uint8_t *dst, uint32_t *bad)
+{
+	struct stream_req r = { .f = &fx.f, .key = fx.key, .off = off,
+				.len = len, .dst = dst };
+	int ret = stream_read(s, &r);
+
+	if (bad)
+		*bad = r.bad_chunk;
+	return ret;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+static void check_staging_zero(void *user, const void *p, size_t len)
+{
+	int *bad = user;
+
+	if (!all_zero(p, len))
+		(*bad)++;
+}
+
+/* Read the whole shard with @flags and compare; staging must be wiped. */
+static void whole_read(unsigned int flags, size_t max_read)
+{
+	struct stream *s = new_stream(flags, max_read);
+	struct stream_info info;
+	uint8_t *dst = malloc(fx.len);
+	int dirty = 0, i;
+
+	for (i = 0; i < 2; i++) {
+		memset(dst, 0xee, fx.len);
+		ck_assert_int_eq(read_range(s, 0, fx.len, dst, NULL), 0);
+		ck_assert_mem_eq(dst, fx.expect, fx.len);
+	}
+	stream_get_info(s, &info);
+	ck_assert_uint_ge(info.bytes, 2 * fx.len);
+	if (max_read)
+		ck_assert_uint_gt(info.short_reads, 0);
+	if (flags & STREAM_PREAD || !uring_works())
+		ck_assert_int_eq(info.uring, 0);
+	else
+		ck_assert_int_eq(info.uring, 1);
+	stream_for_each_buffer(s, check_staging_zero, &dirty);
+	ck_assert_int_eq(dirty, 0);
+	stream_free(s);
+	free(dst);
+}
+
+START_TEST(test_uring_whole)
+{
+	whole_read(0, 0);
+}
+END_TEST
+
+START_TEST(test_pread_whole)
+{
+	whole_read(STREAM_PREAD, 0);
+}
+END_TEST
+
+START_TEST(test_short_reads)
+{
+	whole_read(0, 12288);
+	whole_read(STREAM_PREAD, 12288);
+}
+END_TEST
+
+START_TEST(test_direct)
+{
+	whole_read(STREAM_DIRECT, 0);
+	whole_read(STREAM_DIRECT, 8192);
+}
+END_TEST
+
+START_TEST(test_ranges)
+{
+	const uint64_t cs = OSH_CHUNK_SIZE;
+	const uint64_t r[][2] = {
+		{ 0, 1 }, { 5, 100 }, { cs - 10, 20 }, { cs, cs },
+		{ cs + 7, 3 * cs }, { 0, 2 * cs + 1 },
+	};
+	unsigned int flags[] = { 0, STREAM_PREAD };
+	uint8_t *dst = malloc(fx.len);
+	unsigned int i, k;
+
+	for (k = 0; k < 2; k++) {
+		struct stream *s = new_stream(flags[k], 0);
+
+		for (i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+			ck_assert_int_eq(read_range(s, r[i][0], r[i][1], dst,
+						    NULL), 0);
+			ck_assert_mem_eq(dst, fx.expect + r[i][0], r[i][1]);
+		}
+		ck_assert_int_eq(read_range(s, fx.len - 9, 9, dst, NULL), 0);
+		ck_assert_mem_eq(dst, fx.expect + fx.len - 9, 9);
+		ck_assert_int_eq(read_range(s, fx.len - 9, 10, dst, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(read_range(s, 0, 0, dst, NULL), -EINVAL);
+		stream_free(s);
+	}
+	free(dst);
+}
+END_TEST
+
+/* Flip one ciphertext byte of chunk 3. */
+static void tamper_chunk(uint32_t idx)
+{
+	int fd = open(fx.path, O_RDWR);
+	off_t off = (off_t)(fx.f.hdr.data_offset +
+			    (uint64_t)idx * OSH_CHUNK_SIZE + 1234);
+	uint8_t b;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &b, 1, off), 1);
+	b ^= 0x40;
+	ck_assert_int_eq(pwrite(fd, &b, 1, off), 1);
+	close(fd);
+}
+
+START_TEST(test_tampered)
+{
+	unsigned int flags[] = { 0, STREAM_PREAD };
+	uint8_t *dst = malloc(fx.len);
+	uint32_t bad;
+	unsigned int k;
+	int dirty = 0;
+
+	tamper_chunk(3);
+	for (k = 0; k < 2; k++) {
+		struct stream *s = new_stream(flags[k], 0);
+
+		tu_log_clear(&lg);
+		memset(dst, 0xee, fx.len);
+		ck_assert_int_eq(read_range(s, 0, fx.len, dst, &bad),
+				 -EBADMSG);
+		ck_assert_uint_eq(bad, 3);
+		ck_assert(all_zero(dst, fx.len));
+		ck_assert(tu_log_has(&lg, "chunk 3 of"));
+		/* Chunks around it are fine on their own. */
+		ck_assert_int_eq(read_range(s, 0, 3 * OSH_CHUNK_SIZE, dst,
+					    NULL), 0);
+		ck_assert_mem_eq(dst, fx.expect, 3 * OSH_CHUNK_SIZE);
+		stream_for_each_buffer(s, check_staging_zero, &dirty);
+		ck_assert_int_eq(dirty, 0);
+		stream_free(s);
+	}
+	free(dst);
+}
+END_TEST
+
+START_TEST(test_truncated_after_open)
+{
+	unsigned int flags[] = { 0, STREAM_PREAD, STREAM_DIRECT };
+	uint8_t *dst = malloc(fx.len);
+	unsigned int k;
+
+	ck_assert_int_eq(truncate(fx.path, (off_t)(fx.f.hdr.data_offset +
+						   4 * OSH_CHUNK_SIZE + 100)),
+			 0);
+	for (k = 0; k < 3; k++) {
+		struct stream *s = new_stream(flags[k], 0);
+
+		tu_log_clear(&lg);
+		memset(dst, 0xee, fx.len);
+		ck_assert_int_eq(read_range(s, 0, fx.len, dst, NULL), -EIO);
+		ck_assert(all_zero(dst, fx.len));
+		ck_assert(tu_log_has(&lg, "the file ends at byte"));
+		/* What is still there reads fine. */
+		ck_assert_int_eq(read_range(s, 0, 4 * OSH_CHUNK_SIZE, dst,
+					    NULL), 0);
+		ck_assert_mem_eq(dst, fx.expect, 4 * OSH_CHUNK_SIZE);
+		stream_free(s);
+	}
+	free(dst);
+}
+END_TEST
+
+/* Reads from @fd in place of the shard's file fail with @err. */
+static void bad_fd(int fd, int err)
+{
+	unsigned int flags[] = { 0, STREAM_PREAD };
+	uint8_t *dst = malloc(fx.len);
+	int keep = fx.f.fd;
+	unsigned int k;
+
+	fx.f.fd = fd;
+	for (k = 0; k < 2; k++) {
+		struct stream *s = new_stream(flags[k], 0);
+
+		tu_log_clear(&lg);
+		memset(dst, 0xee, fx.len);
+		ck_assert_int_eq(read_range(s, 0, fx.len, dst, NULL), err);
+		ck_assert(all_zero(dst, fx.len));
+		ck_assert(tu_log_has(&lg, "chunk 0: read at byte"));
+		stream_free(s);
+	}
+	fx.f.fd = keep;
+	free(dst);
+}
+
+START_TEST(test_read_errors)
+{
+	int d = open(fx.dir, O_RDONLY | O_DIRECTORY);
+	int w = open(fx.path, O_WRONLY);
+
+	ck_assert_int_ge(d, 0);
+	bad_fd(d, -EISDIR);
+	close(d);
+	ck_assert_int_ge(w, 0);
+	bad_fd(w, -EBADF);
+	close(w);
+}
+END_TEST
+
+START_TEST(test_cancel)
+{
+	struct stream *s = new_stream(0, 0);
+	uint8_t *dst = malloc(fx.len);
+	atomic_int stop = 1;
+	struct stream_req r = { .f = &fx.f, .key = fx.key, .off = 0,
+				.len = fx.len, .dst = dst, .cancel = &stop };
+
+	memset(dst, 0xee, fx.len);
+	ck_assert_int_eq(stream_read(s, &r), -ECANCELED);
+	ck_assert(all_zero(dst, fx.len));
+	stream_free(s);
+	free(dst);
+}
+END_TEST
+
+struct par {
+	struct stream *s;
+	int ret;
+	int same;
+};
+
+static void *par_main(void *arg)
+{
+	struct par *p = arg;
+	uint8_t *dst = malloc(fx.len);
+	int i;
+
+	p->same = 1;
+	for (i = 0; i < 4 && !p->ret; i++) {
+		p->ret = read_range(p->s, 0, fx.len, dst, NULL);
+		if (memcmp(dst, fx.expect, fx.len))
+			p->same = 0;
+	}
+	free(dst);
+	return NULL;
+}
+
+START_TEST(test_concurrent)
+{
+	struct stream_opts o = { .lanes = 2, .workers = 2 };
+	struct par p[5] = { 0 };
+	pthread_t th[5];
+	struct stream *s;
+	int i;
+
+	ck_assert_int_eq(stream_new(ctx, &o, &s), 0);
+	for (i = 0; i < 5; i++) {
+		p[i].s = s;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, par_main, &p[i]),
+				 0);
+	}
+	for (i = 0; i < 5; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(p[i].ret, 0);
+		ck_assert_int_eq(p[i].same, 1);
+	}
+	stream_free(s);
+}
+END_TEST
+
+START_TEST(test_env_forces_pread)
+{
+	struct stream_opts o = { 0 };
+
+	setenv("ORTHO_STREAM", "pread,qd=2,workers=1", 1);
+	ck_assert_int_eq(stream_opts_env(&o), 0);
+	ck_assert_uint_eq(o.flags & STREAM_PREAD, STREAM_PREAD);
+	ck_assert_uint_eq(o.queue_depth, 2);
+	ck_assert_uint_eq(o.workers, 1);
+	setenv("ORTHO_STREAM", "pread,bogus", 1);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(stream_opts_env(&o), -EINVAL);
+	ck_assert_uint_eq(o.flags, 0);
+	unsetenv("ORTHO_STREAM");
+}
+END_TEST
+
+static size_t unmapped, unmapped_dirty;
+
+static void unmap_hook(const void *p, size_t len)
+{
+	unmapped++;
+	if (!all_zero(p, len))
+		unmapped_dirty++;
+}
+
+START_TEST(test_staging_wiped_at_free)
+{
+	struct stream *s = new_stream(0, 0);
+	uint8_t *dst = malloc(fx.len);
+
+	ck_assert_int_eq(read_range(s, 5, fx.len - 10, dst, NULL), 0);
+	unmapped = unmapped_dirty = 0;
+	ortho_test_unmap_hook = unmap_hook;
+	stream_free(s);
+	ortho_test_unmap_hook = NULL;
+	ck_assert_uint_ge(unmapped, 1);
+	ck_assert_uint_eq(unmapped_dirty, 0);
+	free(dst);
+}
+END_TEST
+
+/* io_uring_setup() fails with ENOSYS from here on, as under a sandbox. */
+static int block_io_uring(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K,
+			 SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]),
+				   .filter = f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+static int warnings(const char *needle)
+{
+	const char *p = lg.buf;
+	int n = 0;
+
+	while ((p = strstr(p, needle))) {
+		n++;
+		p++;
+	}
+	return n;
+}
+
+/* In a child: the real failure path. Exit status: the failed step. */
+static int seccomp_child(void)
+{
+	struct stream_opts o = { .lanes = 2 };
+	struct par p[3] = { 0 };
+	struct stream_info info;
+	pthread_t th[3];
+	struct stream *s;
+	int i;
+
+	if (block_io_uring())
+		return 2;
+	tu_log_clear(&lg);
+	if (stream_new(ctx, &o, &s))
+		return 3;
+	for (i = 0; i < 3; i++) {
+		p[i].s = s;
+		pthread_create(&th[i], NULL, par_main, &p[i]);
+	}
+	for (i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		if (p[i].ret || !p[i].same)
+			return 4;
+	}
+	stream_get_info(s, &info);
+	stream_free(s);
+	if (info.uring)
+		return 5;
+	if (warnings("io_uring is not available") != 1)
+		return 6;
+	return 0;
+}
+
+START_TEST(test_seccomp_fallback)
+{
+	int st;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (!pid)
+		_exit(seccomp_child());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+}
+END_TEST
+
+static Suite *stream_suite(void)
+{
+	Suite *s = suite_create("stream");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_uring_whole);
+	tcase_add_test(tc, test_pread_whole);
+	tcase_add_test(tc, test_short_reads);
+	tcase_add_test(tc, test_direct);
+	tcase_add_test(tc, test_ranges);
+	tcase_add_test(tc, test_tampered);
+	tcase_add_test(tc, test_truncated_after_open);
+	tcase_add_test(tc, test_read_errors);
+	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_concurrent);
+	tcase_add_test(tc, test_env_forces_pread);
+	tcase_add_test(tc, test_staging_wiped_at_free);
+	if (uring_works())
+		tcase_add_test(tc, test_seccomp_fallback);
+	else
+		printf("note: io_uring unavailable here: the seccomp fallback "
+		       "case is left out (every case runs on pread)\n");
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(stream_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
