@@ -97,7 +97,7 @@ static int check_config(struct ortho_ctx *ctx, const char *what,
 
 /* ---- writing ---- */
 
-/* Output with a running SHA-256 of everything after the header. */
+/* Output with a running SHA-256 (header first, its model_id zeroed). */
 struct orb_writer {
 	int fd;
 	uint64_t pos;		/* file offset of buf[0] */
@@ -306,7 +306,10 @@ static int write_file(struct orb_writer *w, struct orb_header *h,
 	ssize_t r;
 	int ret;
 
-	if (!EVP_DigestInit_ex(w->md, EVP_sha256(), NULL))
+	/* The id covers the header too (config included), id field zeroed. */
+	memset(h->model_id, 0, sizeof(h->model_id));
+	if (!EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) ||
+	    !EVP_DigestUpdate(w->md, h, sizeof(*h)))
 		return -EIO;
 	w->pos = ORB_ALIGN;
 	ret = write_body(w, tab, t, n);
@@ -600,11 +603,22 @@ static int verify_id(struct ortho_ctx *ctx, const char *path,
 		     const struct orb_file *f)
 {
 	const uint8_t *p = (const uint8_t *)f->map + f->hdr->table_offset;
+	struct orb_header h = *f->hdr;
+	EVP_MD_CTX *md_ctx;
 	uint8_t md[32];
 	unsigned int len = 0;
+	int ok;
 
-	if (!EVP_Digest(p, f->size - f->hdr->table_offset, md, &len,
-			EVP_sha256(), NULL) || len != 32)
+	memset(h.model_id, 0, sizeof(h.model_id));
+	md_ctx = EVP_MD_CTX_new();
+	if (!md_ctx)
+		return -ENOMEM;
+	ok = EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) &&
+	     EVP_DigestUpdate(md_ctx, &h, sizeof(h)) &&
+	     EVP_DigestUpdate(md_ctx, p, f->size - f->hdr->table_offset) &&
+	     EVP_DigestFinal_ex(md_ctx, md, &len) && len == 32;
+	EVP_MD_CTX_free(md_ctx);
+	if (!ok)
 		return -EIO;
 	if (memcmp(md, f->hdr->model_id, 32)) {
 		olog_err(ctx, "%s: contents do not match the model id (corrupt or modified)",

@@ -182,7 +182,7 @@ START_TEST(base_round_trip)
 }
 END_TEST
 
-/* The model id is the SHA-256 of the file after the header, as specified. */
+/* The model id is the SHA-256 of the whole file, its own field zeroed. */
 START_TEST(base_model_id_is_sha256)
 {
 	uint8_t id[32], md[32];
@@ -195,8 +195,9 @@ START_TEST(base_model_id_is_sha256)
 	buf = tu_read_file(path, &n);
 	ck_assert_ptr_nonnull(buf);
 	ck_assert_uint_eq(n % ORB_ALIGN, 0);
-	ck_assert_int_eq(EVP_Digest(buf + ORB_ALIGN, n - ORB_ALIGN, md, &len,
-				    EVP_sha256(), NULL), 1);
+	ck_assert_mem_eq(buf + offsetof(struct orb_header, model_id), id, 32);
+	memset(buf + offsetof(struct orb_header, model_id), 0, 32);
+	ck_assert_int_eq(EVP_Digest(buf, n, md, &len, EVP_sha256(), NULL), 1);
 	ck_assert_mem_eq(md, id, 32);
 	free(buf);
 }
@@ -324,6 +325,7 @@ static const struct base_bad base_bad[] = {
 	{ "truncated", 0, 0, 4, -EBADMSG, "truncated" },
 	{ "trailing bytes", 0, 0, 5, -EBADMSG, "trailing" },
 	{ "content modified", 0, 0, 6, -EBADMSG, "model id" },
+	{ "config changed", CFG(6), 4, 77, -EBADMSG, "model id" },
 };
 
 /* Mutations that are more than one field write. */
