@@ -40,7 +40,7 @@ $(BUILD)/obj/kernels/%.fatbin: kernels/%.cu $(wildcard kernels/*.h) cuda.mk
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -fatbin -o $@.tmp $< && mv $@.tmp $@
 
-# The symbol is named for the file: kernels/gemv_int8.cu -> okc_fatbin_gemv_int8.
+# Symbols named for the file: kernels/gemv_int8.cu -> okc_fatbin_gemv_int8.
 $(BUILD)/obj/kernels/%.fatbin.S: cuda.mk
 	@mkdir -p $(@D)
 	@sym=okc_fatbin_$(subst -,_,$*); { \

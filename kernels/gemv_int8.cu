@@ -71,6 +71,13 @@ __device__ __forceinline__ float hdot2(unsigned int w, float a, float b,
 
 /* ---- GEMV: one warp per row, NT tokens per pass ---- */
 
+/* Token @j's input vector. */
+__device__ __forceinline__ const float *xtok(const float *x, int j,
+					     unsigned int cols)
+{
+	return x + (size_t)j * cols;
+}
+
 /* Base row, 16 columns per lane per step: cols and group multiples of 16. */
 template <int NT>
 __device__ __forceinline__ void base_vec16(const int8_t *q, const float *sc,
@@ -87,7 +94,7 @@ __device__ __forceinline__ void base_vec16(const int8_t *q, const float *sc,
 		for (int j = 0; j < NT; j++) {
 			if (j < (int)nt) {
 				const float4 *xv = reinterpret_cast<
-					const float4 *>(x + (size_t)j * cols + c);
+					const float4 *>(xtok(x, j, cols) + c);
 				float d = dot4(w.x, __ldg(xv));
 
 				d += dot4(w.y, __ldg(xv + 1));
@@ -112,7 +119,7 @@ __device__ __forceinline__ void base_any(const int8_t *q, const float *sc,
 #pragma unroll
 		for (int j = 0; j < NT; j++)
 			if (j < (int)nt)
-				acc[j] = fmaf(w, __ldg(x + (size_t)j * cols + c),
+				acc[j] = fmaf(w, __ldg(xtok(x, j, cols) + c),
 					      acc[j]);
 	}
 }
@@ -133,8 +140,8 @@ __device__ __forceinline__ void dense_row(const unsigned short *v,
 			for (int j = 0; j < NT; j++) {
 				if (j < (int)nt) {
 					const float4 *xv = reinterpret_cast<
-						const float4 *>(x +
-						(size_t)j * cols + c);
+						const float4 *>(xtok(x, j, cols)
+								+ c);
 					const float4 a = __ldg(xv);
 					const float4 b = __ldg(xv + 1);
 					float s = acc[j];
@@ -154,7 +161,7 @@ __device__ __forceinline__ void dense_row(const unsigned short *v,
 #pragma unroll
 		for (int j = 0; j < NT; j++)
 			if (j < (int)nt)
-				acc[j] = fmaf(w, __ldg(x + (size_t)j * cols + c),
+				acc[j] = fmaf(w, __ldg(xtok(x, j, cols) + c),
 					      acc[j]);
 	}
 }
@@ -181,7 +188,7 @@ __device__ __forceinline__ void csr_row(const okc_ortho &o, unsigned int r,
 #pragma unroll
 		for (int j = 0; j < NT; j++)
 			if (j < (int)nt)
-				acc[j] = fmaf(w, __ldg(x + (size_t)j * cols + c),
+				acc[j] = fmaf(w, __ldg(xtok(x, j, cols) + c),
 					      acc[j]);
 	}
 }

@@ -111,6 +111,14 @@ static unsigned int spec_ordinal(const char *spec)
 	return 0;
 }
 
+static int dev_attr(struct cuda_dev *d, CUdevice_attribute a, int *v,
+		    const char *what)
+{
+	return cuda_ck(d->ctx, d->api, d->api->device_get_attribute(v, a,
+								     d->dev),
+		       "cuDeviceGetAttribute(%s)", what);
+}
+
 static int dev_pick(struct cuda_dev *d, unsigned int ordinal, int prio)
 {
 	const struct cuda_api *api = d->api;
@@ -132,17 +140,14 @@ static int dev_pick(struct cuda_dev *d, unsigned int ordinal, int prio)
 					(int)sizeof(d->name), d->dev),
 			      "cuDeviceGetName");
 	if (!ret)
-		ret = cuda_ck(d->ctx, api, api->device_get_attribute(&d->cc_major,
-			CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d->dev),
-			"cuDeviceGetAttribute(cc major)");
+		ret = dev_attr(d, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+			       &d->cc_major, "cc major");
 	if (!ret)
-		ret = cuda_ck(d->ctx, api, api->device_get_attribute(&d->cc_minor,
-			CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, d->dev),
-			"cuDeviceGetAttribute(cc minor)");
+		ret = dev_attr(d, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+			       &d->cc_minor, "cc minor");
 	if (!ret)
-		ret = cuda_ck(d->ctx, api, api->device_get_attribute(&d->sms,
-			CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, d->dev),
-			"cuDeviceGetAttribute(SM count)");
+		ret = dev_attr(d, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+			       &d->sms, "SM count");
 	if (!ret)
 		ret = cuda_ck(d->ctx, api, api->device_total_mem(&d->total_mem,
 							      d->dev),
@@ -259,7 +264,9 @@ static int cuda_init(struct ortho_ctx *ctx, const char *spec)
 		ret = dev_pick(d, spec_ordinal(spec), prio);
 	if (ret)
 		goto err;
-	ret = cuda_ck(ctx, d->api, d->api->ctx_create(&d->cu, 0, d->dev),
+	ret = cuda_ck(ctx, d->api, d->api->ctx_create ?
+			d->api->ctx_create(&d->cu, 0, d->dev) :
+			d->api->ctx_create_v4(&d->cu, NULL, 0, d->dev),
 		      "cuCtxCreate on device %u (%s)", d->ordinal, d->name);
 	if (ret) {
 		d->cu = NULL;

@@ -57,7 +57,7 @@ static int read_header(struct ortho_ctx *ctx, struct ckpt *c)
 	cfg->n_kv_heads = (uint32_t)h[4];
 	cfg->vocab_size = (uint32_t)(h[5] < 0 ? -h[5] : h[5]);
 	cfg->seq_len = (uint32_t)h[6];
-	/* A negative vocab_size is llama2.c's flag for a separate classifier. */
+	/* A negative vocab_size is llama2.c's flag: separate classifier. */
 	cfg->shared_classifier = h[5] > 0;
 	return ckpt_check_config(ctx, c->path, cfg);
 }
@@ -72,7 +72,7 @@ static uint64_t place_tensors(struct ckpt *c)
 
 	c->t[0].src = (const uint8_t *)c->map + off;
 	off += ckpt_numel(&c->t[0]) * 4;
-	/* Each per-layer array holds every layer, in the canonical slot order. */
+	/* Each per-layer array holds all layers, in canonical slot order. */
 	for (slot = 0; slot < CKPT_PER_LAYER; slot++) {
 		for (l = 0; l < m->n_layers; l++) {
 			struct ckpt_tensor *t = &c->t[1 + l * CKPT_PER_LAYER +
@@ -103,9 +103,9 @@ static uint64_t implied_size(const struct ortho_model_config *m)
 	uint64_t per_layer = 2ull * m->dim + 2ull * m->dim * m->dim +
 			     2ull * kv_dim * m->dim +
 			     3ull * m->hidden_dim * m->dim;
+	uint64_t rope = 2 * ((uint64_t)m->seq_len * (m->dim / m->n_heads) / 2);
 	uint64_t floats = (uint64_t)m->vocab_size * m->dim +
-			  per_layer * m->n_layers + m->dim +
-			  2 * ((uint64_t)m->seq_len * (m->dim / m->n_heads) / 2);
+			  per_layer * m->n_layers + m->dim + rope;
 
 	if (!m->shared_classifier)
 		floats += (uint64_t)m->vocab_size * m->dim;

@@ -474,7 +474,8 @@ static int need_2d(struct ortho_ctx *ctx, const char *path,
 
 /* The architecture from the shapes (and config.json for the heads). */
 static int derive_config(struct ortho_ctx *ctx, const char *path,
-			 const struct st_header *h, struct ortho_model_config *cfg)
+			 const struct st_header *h,
+			 struct ortho_model_config *cfg)
 {
 	const struct st_entry *emb = find_entry(h, "tok_embeddings");
 	const struct st_entry *w1 = find_entry(h, "layers.0.w1");
@@ -592,7 +593,8 @@ int ckpt_open_safetensors(struct ortho_ctx *ctx, const char *path,
 	ret = ret ?: read_header(ctx, c, &h, &hlen);
 	ret = ret ?: derive_config(ctx, path, &h, &c->cfg);
 	ret = ret ?: ckpt_layout(c);
-	ret = ret ?: bind_tensors(ctx, c, &h, (const uint8_t *)c->map + 8 + hlen);
+	ret = ret ?: bind_tensors(ctx, c, &h,
+				  (const uint8_t *)c->map + 8 + hlen);
 	free(h.e);
 	if (ret) {
 		ckpt_close(c);

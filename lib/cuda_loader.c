@@ -22,10 +22,12 @@ struct cuda_sym {
 	size_t off;		/* of the member in struct cuda_api */
 	const char *name;	/* the versioned ABI name cuda.h maps to */
 	const char *alt;	/* an older name with the same signature */
+	int optional;		/* NULL when missing */
 };
 
-#define SYM(m, n) { offsetof(struct cuda_api, m), n, NULL }
-#define SYM2(m, n, a) { offsetof(struct cuda_api, m), n, a }
+#define SYM(m, n) { offsetof(struct cuda_api, m), n, NULL, 0 }
+#define SYM2(m, n, a) { offsetof(struct cuda_api, m), n, a, 0 }
+#define SYM_OPT(m, n) { offsetof(struct cuda_api, m), n, NULL, 1 }
 
 /*
  * The _v2 names are those cuda.h's macros select (cuMemAlloc ->
@@ -42,7 +44,8 @@ static const struct cuda_sym cuda_syms[] = {
 	SYM(device_get_name, "cuDeviceGetName"),
 	SYM(device_get_attribute, "cuDeviceGetAttribute"),
 	SYM(device_total_mem, "cuDeviceTotalMem_v2"),
-	SYM(ctx_create, "cuCtxCreate_v2"),
+	SYM_OPT(ctx_create, "cuCtxCreate_v2"),
+	SYM_OPT(ctx_create_v4, "cuCtxCreate_v4"),
 	SYM(ctx_destroy, "cuCtxDestroy_v2"),
 	SYM(ctx_push_current, "cuCtxPushCurrent_v2"),
 	SYM(ctx_pop_current, "cuCtxPopCurrent_v2"),
@@ -166,6 +169,8 @@ static int resolve(struct ortho_ctx *ctx, int prio, void *h,
 		p = dlsym(h, s->name);
 		if (!p && s->alt)
 			p = dlsym(h, s->alt);
+		if (!p && s->optional)
+			continue;
 		if (!p) {
 			olog(ctx, prio, "CUDA driver %s has no %s: the driver "
 			     "is too old for ortho", CUDA_DRIVER_LIB, s->name);
@@ -173,6 +178,11 @@ static int resolve(struct ortho_ctx *ctx, int prio, void *h,
 		}
 		/* dlsym() hands out data pointers; POSIX makes this valid. */
 		memcpy((char *)a + s->off, &p, sizeof(p));
+	}
+	if (!a->ctx_create && !a->ctx_create_v4) {
+		olog(ctx, prio, "CUDA driver %s has no cuCtxCreate_v2 or _v4",
+		     CUDA_DRIVER_LIB);
+		return -ENODEV;
 	}
 	return 0;
 }

@@ -35,8 +35,11 @@ struct cuda_api {
 					 CUdevice dev);
 	CUresult (*device_total_mem)(size_t *bytes, CUdevice dev);
 
+	/* One of the two, the first when the driver has it. */
 	CUresult (*ctx_create)(CUcontext *c, unsigned int flags,
 			       CUdevice dev);
+	CUresult (*ctx_create_v4)(CUcontext *c, CUctxCreateParams *params,
+				  unsigned int flags, CUdevice dev);
 	CUresult (*ctx_destroy)(CUcontext c);
 	CUresult (*ctx_push_current)(CUcontext c);
 	CUresult (*ctx_pop_current)(CUcontext *c);

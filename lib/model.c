@@ -3,9 +3,9 @@
  * Opening and closing a packed model: base.orb mapped and checked, one
  * tensor object per table entry (linear ones handed to the backend), then
  * the shards (lib/shardset.c). And the tensors: description, FP32 copies
- * and rows, and the fused linear op. ortho_linear() holds the model's lock
- * shared while it computes, so the Ortho views it uses stay resident until
- * it returns. Locking rules: lib/model.h.
+ * and rows, and the fused linear op. ortho_linear() pins the shard units
+ * its tensor needs while it computes, so the Ortho views it uses stay
+ * resident until it returns. Locking rules: lib/model.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -362,17 +362,18 @@ ORTHO_API const float *ortho_tensor_row_f32(const struct ortho_tensor *t,
 ORTHO_API int ortho_linear(struct ortho_model *m, const struct ortho_tensor *t,
 			   const float *x, float *y, uint32_t ntok)
 {
+	const struct backend_ortho *views[MODEL_MAX_VIEWS];
+	void *mem[MODEL_MAX_VIEWS];
 	struct ortho_ctx *ctx;
+	unsigned int nv;
 	int ret;
 
 	if (!m || !t || !x || !y || !ntok || t->model != m || !t->is_linear)
 		return -EINVAL;
 	ctx = m->ctx;
-	ret = pthread_rwlock_rdlock(&m->lock);
-	if (ret)
-		return -ret;
-	ret = ctx->backend->linear(ctx, &t->q8, t->views, t->nviews, x, y,
-				   ntok);
-	pthread_rwlock_unlock(&m->lock);
+	/* Its shards stay resident, and their views valid, until put. */
+	nv = model_views_get(m, t, views, mem);
+	ret = ctx->backend->linear(ctx, &t->q8, views, nv, x, y, ntok);
+	model_views_put(m, t, mem);
 	return ret;
 }

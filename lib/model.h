@@ -4,13 +4,17 @@
  * beside it. Internal to the library (struct ortho_model and struct
  * ortho_tensor are opaque to applications).
  *
- * Locking: model->lock is a writer-preferring rwlock. ortho_linear() takes
- * it shared around collecting a tensor's Ortho views and computing with
- * them; attaching or detaching a shard's views (shard_load(),
- * shard_unload()) and every change of a shard's state once the model is
- * open take it exclusive. So an op in flight finishes with the views it
- * found, the next op sees the new set, and a shard's plaintext is wiped
- * only once no op can use it. Everything else in the model is set up by
+ * Shards are paged in and out in units (a whole shard, or one tensor of a
+ * shard larger than half the Ortho budget) by the residency manager
+ * (lib/residency.h, lib/model_residency.c). ortho_linear() pins the units
+ * that hold Ortho for its tensor, so they stay resident and their views
+ * valid until it returns; a unit's views belong to it and are rebuilt at
+ * each load. A drop waits for the ops holding the shard, then wipes it.
+ *
+ * Locking: model->lock is a writer-preferring rwlock guarding the shard
+ * state applications see (state, error, bad_chunk, bytes, since_ns, pt,
+ * key, units_dropped): the unit callbacks and drops change it exclusive,
+ * readers take it shared. Everything else in the model is set up by
  * ortho_model_open() and read-only until ortho_model_close().
  */
 #ifndef ORTHO_MODEL_H
@@ -23,6 +27,9 @@
 #include "base.h"
 #include "keyfile.h"
 #include "ortho.h"
+
+struct residency;
+struct stream;
 
 /* Ortho views one Base tensor can have at once (the CPU backend's limit). */
 #define MODEL_MAX_VIEWS 64u
@@ -37,9 +44,9 @@ struct ortho_tensor {
 	const void *data;		/* in the map */
 	struct backend_q8 q8;		/* linear only */
 	int uploaded;
-	/* Resident Ortho views on this tensor; guarded by model->lock. */
-	const struct backend_ortho *views[MODEL_MAX_VIEWS];
-	unsigned int nviews;
+	/* The units that hold Ortho for this tensor (set at open). */
+	unsigned int units[MODEL_MAX_VIEWS];
+	unsigned int nunits;
 };
 
 /* One Ortho tensor of a resident shard. */
@@ -50,9 +57,25 @@ struct shard_view {
 };
 
 /*
- * Everything about one shard file, in one place, so that a residency
- * manager can page it in and out with shard_load()/shard_unload().
+ * A unit of residency: a whole shard (entry -1), or one tensor of it
+ * (entry: its index in the shard's directory). Its views point into its
+ * slot while it is resident.
  */
+struct model_unit {
+	unsigned int shard;		/* index in model->shards */
+	int entry;
+	uint64_t size;			/* slot bytes */
+	struct shard_view *views;
+	unsigned int nviews;
+};
+
+/* One entry of a shard's plaintext directory, read at open. */
+struct shard_dir_entry {
+	struct osp_tensor e;		/* as in the plaintext */
+	struct ortho_tensor *base;	/* the Base tensor it adds to */
+};
+
+/* Everything about one shard file, in one place. */
 struct model_shard {
 	char *path;			/* dir/ortho/<file> */
 	const char *file;		/* the file name within path */
@@ -72,10 +95,13 @@ struct model_shard {
 	uint32_t bad_chunk;		/* UINT32_MAX when none */
 	uint64_t bytes;			/* resident plaintext bytes */
 	uint64_t since_ns;
-	void *pt;			/* plaintext, in secmem */
-	size_t pt_size;			/* as given to secmem_alloc() */
-	struct shard_view *views;
-	unsigned int nviews;
+	void *pt;			/* a whole-shard unit's slot */
+	size_t pt_size;			/* its plaintext length */
+	int units_dropped;		/* FAILED: its units dropped */
+
+	/* Set at open (model_residency.c), read-only afterwards. */
+	struct shard_dir_entry *dir;	/* tensor_count entries */
+	unsigned int unit0, nunits;	/* its units in model->units */
 };
 
 struct ortho_model {
@@ -89,6 +115,11 @@ struct ortho_model {
 	struct model_shard *shards;
 	unsigned int nshards;
 	pthread_rwlock_t lock;
+	/* Paging shards in and out (model_residency.c). */
+	struct stream *stream;
+	struct residency *res;
+	struct model_unit *units;
+	unsigned int nunits;
 };
 
 /**
@@ -119,28 +150,70 @@ int model_load_shards(struct ortho_model *m, const char *label,
 		      const char *key_file);
 
 /**
- * shard_load() - read, authenticate, decrypt and check shard @s and attach
- * its views to the Base tensors: RESIDENT on success, FAILED (with error,
- * bad_chunk and a message naming the shard) on failure, with nothing of the
- * shard left in memory.
- * @m: the model.
- * @s: a shard with a key, not resident.
+ * model_residency_start() - read the directory of every shard that can be
+ * used, make its units, then load them all (no budget, or strict mode) or
+ * prefetch the first layers (a budget). A shard that fails is FAILED with
+ * a message naming it.
+ * @m: the model, its shards judged.
  *
- * Return: 0, or the shard's error.
+ * Return: 0, -ENOMEM, or in strict mode the first failed shard's error.
+ */
+int model_residency_start(struct ortho_model *m);
+
+/**
+ * model_residency_stop() - unload every unit, wipe and unmap every slot
+ * and staging buffer, free the units.
+ * @m: the model; no op may be running.
+ */
+void model_residency_stop(struct ortho_model *m);
+
+/**
+ * shard_load() - page in every unit of shard @s now (it may be evicted
+ * again under the budget). A unit that fails leaves the shard FAILED with
+ * error, bad_chunk and a message naming it, and nothing of it in memory.
+ * @m: the model.
+ * @s: a shard with a key.
+ *
+ * Return: 0, the shard's error, or -E2BIG when a unit is larger than the
+ * budget.
  */
 int shard_load(struct ortho_model *m, struct model_shard *s);
 
 /**
- * shard_unload() - detach @s from every Base tensor (waiting for ops in
- * flight), release its device views and wipe and free its plaintext.
+ * shard_unload() - evict @s (@state ABSENT: it may come back), or drop it
+ * for good (DROPPED, REVOKED: its key is wiped too). Ops holding it finish
+ * first; its device views are released and its slots wiped.
  * @m: the model.
  * @s: the shard.
- * @state: the state it ends in (DROPPED, REVOKED, ABSENT).
+ * @state: the state it ends in.
  *
- * Return: 0, or -EALREADY when @s was not resident.
+ * Return: 0, or -EALREADY when @s was not in use.
  */
 int shard_unload(struct ortho_model *m, struct model_shard *s,
 		 uint32_t state);
+
+/**
+ * model_views_get() - pin the units holding Ortho for @t and collect its
+ * views from those that could be used; an op then runs with them.
+ * @m: the model.
+ * @t: a linear tensor.
+ * @views: room for MODEL_MAX_VIEWS.
+ * @mem: room for MODEL_MAX_VIEWS; passed to model_views_put().
+ *
+ * Return: the number of views.
+ */
+unsigned int model_views_get(struct ortho_model *m,
+			     const struct ortho_tensor *t,
+			     const struct backend_ortho **views, void **mem);
+
+/**
+ * model_views_put() - end the op: unpin what model_views_get() pinned.
+ * @m: the model.
+ * @t: the tensor.
+ * @mem: as model_views_get() left it.
+ */
+void model_views_put(struct ortho_model *m, const struct ortho_tensor *t,
+		     void **mem);
 
 /**
  * model_free_shards() - unload every resident shard (wiping it) and free

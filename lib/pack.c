@@ -156,9 +156,19 @@ static int compare_models(struct pack_job *j)
 {
 	unsigned int i, bad = 0;
 
-	for (i = 0; i < j->pub.n && i < j->priv.n; i++) {
-		const struct ckpt_tensor *a = &j->pub.t[i], *b = &j->priv.t[i];
+	/* A layer count apart is named as such, not as a missing tensor. */
+	if (j->pub.cfg.n_layers != j->priv.cfg.n_layers)
+		return config_differs(j);
+	for (i = 0; i < j->pub.n; i++) {
+		const struct ckpt_tensor *a = &j->pub.t[i], *b;
+		int k = ckpt_find(&j->priv, a->name);
 
+		if (k < 0) {
+			olog_err(j->ctx, "%s: tensor %s missing", j->priv.path,
+				 a->name);
+			return -EINVAL;
+		}
+		b = &j->priv.t[k];
 		if (a->rows == b->rows && a->cols == b->cols)
 			continue;
 		olog_err(j->ctx, "%s: tensor %s: shape %ux%u, the public model's is %ux%u",
@@ -166,6 +176,7 @@ static int compare_models(struct pack_job *j)
 			 a->cols);
 		return -EINVAL;
 	}
+	/* Same names and shapes; from here on the two lists line up. */
 	if (config_differs(j))
 		return -EINVAL;
 	for (i = 0; i < j->pub.n; i++) {

@@ -42,10 +42,9 @@ struct pack_job {
 	char *out;			/* out_dir without trailing slashes */
 	char *tmpdir;
 	int adding;			/* out_dir already holds this Base */
-	int base_only_noop;		/* adding, and nothing new to add */
 	int key_existed;
 	struct keyfile kf;
-	char **shards;			/* file names under tmpdir/ortho */
+	char **shards;			/* names under tmpdir/ortho */
 	unsigned int nshards;
 	struct sel_check total_sel;
 

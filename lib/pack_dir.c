@@ -141,8 +141,10 @@ static int make_tmpdir(struct pack_job *j)
 		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
 			return -EIO;
 		free(j->tmpdir);
-		if (asprintf(&j->tmpdir, "%.*s/.%s.tmp-%02x%02x%02x%02x", plen,
-			     parent, name, rnd[0], rnd[1], rnd[2], rnd[3]) < 0) {
+		ret = asprintf(&j->tmpdir, "%.*s/.%s.tmp-%02x%02x%02x%02x",
+			       plen, parent, name, rnd[0], rnd[1], rnd[2],
+			       rnd[3]);
+		if (ret < 0) {
 			j->tmpdir = NULL;
 			return -ENOMEM;
 		}
@@ -224,7 +226,6 @@ int pack_dir_check_base(struct pack_job *j)
 			 j->out, a, j->o.public_path, b);
 		return -EXDEV;
 	}
-	j->base_only_noop = !j->has_priv;
 	return 0;
 }
 

@@ -164,8 +164,8 @@ static int fill(struct pack_job *j, unsigned int i, const float *priv,
 
 			if (!(mask[k / 8] & (1u << (k % 8))))
 				continue;
-			deq = quant_deq(j->q[i][k], j->scales[i][(uint64_t)r * ng +
-								  c / g]);
+			deq = quant_deq(j->q[i][k],
+					j->scales[i][(uint64_t)r * ng + c / g]);
 			ret = put_value(j, i, k, priv[k], deq, &o);
 			if (ret)
 				return ret;

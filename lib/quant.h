@@ -17,7 +17,7 @@ struct ortho_ctx;
 /* What the Base check measured on one tensor. */
 struct quant_stats {
 	double max_err;		/* max |deq(B) - W| */
-	double max_err_steps;	/* max |deq(B) - W| / scale over the groups */
+	double max_err_steps;	/* the same in steps (/ scale), worst group */
 };
 
 /* The runtime's dequantization, bit for bit. */

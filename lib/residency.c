@@ -80,7 +80,8 @@ struct residency {
 	struct res_stats st;
 };
 
-enum room_mode { ROOM_DEMAND, ROOM_PREFETCH };
+/* make_room() for an op, rather than for a prefetch at a window position. */
+#define ROOM_DEMAND (-1)
 
 static uint64_t now_ns(void)
 {
@@ -156,10 +157,11 @@ static int in_window(const struct residency *r, const struct res_unit *u)
 }
 
 /*
- * The unit to evict: least recently used outside the prefetch window;
- * for an op, then the one furthest ahead in the window.
+ * The unit to evict: the least recently used outside the prefetch window,
+ * else the one needed furthest ahead in it. A prefetch for window position
+ * @pos only takes units needed after it; an op (@pos ROOM_DEMAND) any.
  */
-static int pick_victim(struct residency *r, enum room_mode mode)
+static int pick_victim(struct residency *r, int pos)
 {
 	int best = -1, best_win = -1;
 	unsigned int i;
@@ -172,14 +174,13 @@ static int pick_victim(struct residency *r, enum room_mode mode)
 		if (!in_window(r, u)) {
 			if (best < 0 || u->tick < r->units[best].tick)
 				best = (int)i;
-		} else if (best_win < 0 ||
-			   u->win_pos > r->units[best_win].win_pos) {
+		} else if ((int)u->win_pos > pos &&
+			   (best_win < 0 ||
+			    u->win_pos > r->units[best_win].win_pos)) {
 			best_win = (int)i;
 		}
 	}
-	if (best >= 0 || mode == ROOM_PREFETCH)
-		return best;
-	return best_win;
+	return best >= 0 ? best : best_win;
 }
 
 /* Unload and wipe a resident, unpinned unit (r->lock held, dropped inside). */
@@ -227,7 +228,7 @@ static int cancel_prefetch(struct residency *r)
  * reused slot or NULL (bytes reserved: map one), or -EAGAIN when the room
  * is held by pinned or loading units (r->lock held, dropped inside).
  */
-static int make_room(struct residency *r, size_t cap, enum room_mode mode,
+static int make_room(struct residency *r, size_t cap, int pos,
 		     struct res_slot **slot)
 {
 	int v;
@@ -247,12 +248,12 @@ static int make_room(struct residency *r, size_t cap, enum room_mode mode,
 		}
 		if (unmap_one_free(r))
 			continue;
-		v = pick_victim(r, mode);
+		v = pick_victim(r, pos);
 		if (v >= 0) {
 			evict_one(r, (unsigned int)v, 1);
 			continue;
 		}
-		if (mode == ROOM_DEMAND)
+		if (pos == ROOM_DEMAND)
 			cancel_prefetch(r);
 		return -EAGAIN;
 	}
@@ -317,12 +318,14 @@ static void load_done(struct residency *r, unsigned int i, struct res_slot *s,
 }
 
 /*
- * Load unit @i, ABSENT now (r->lock held, dropped inside). Return: 0 (the
- * unit is RESIDENT or FAILED), or -EAGAIN when there is no room yet.
+ * Load unit @i, ABSENT now, for an op (@pos ROOM_DEMAND) or the prefetch
+ * window's position @pos (r->lock held, dropped inside). Return: 0 (the
+ * unit is RESIDENT, FAILED or ABSENT again after a cancel), or -EAGAIN
+ * when there is no room yet.
  */
-static int load_unit(struct residency *r, unsigned int i, int urgent,
-		     int by_prefetch)
+static int load_unit(struct residency *r, unsigned int i, int pos)
 {
+	int by_prefetch = pos != ROOM_DEMAND;
 	struct res_unit *u = &r->units[i];
 	uint32_t bad = UINT32_MAX;
 	struct res_slot *s;
@@ -331,15 +334,14 @@ static int load_unit(struct residency *r, unsigned int i, int urgent,
 	u->state = ORTHO_SHARD_LOADING;
 	u->by_prefetch = by_prefetch;
 	atomic_store(&u->cancel, 0);
-	ret = make_room(r, u->cap, by_prefetch ? ROOM_PREFETCH : ROOM_DEMAND,
-			&s);
+	ret = make_room(r, u->cap, pos, &s);
 	if (ret) {
 		u->state = ORTHO_SHARD_ABSENT;
 		pthread_cond_broadcast(&r->cond);
 		return ret;
 	}
 	pthread_mutex_unlock(&r->lock);
-	ret = load_run(r, i, &s, urgent, &bad);
+	ret = load_run(r, i, &s, !by_prefetch, &bad);
 	if (ret && s)
 		secmem_wipe(s->mem, s->cap);
 	pthread_mutex_lock(&r->lock);
@@ -383,7 +385,7 @@ static int pin_one(struct residency *r, unsigned int i, void **mem)
 				}
 				return 0;
 			}
-			ret = load_unit(r, i, 1, 0);
+			ret = load_unit(r, i, ROOM_DEMAND);
 			if (ret)
 				return ret;
 			continue;
@@ -494,7 +496,7 @@ static void pf_window(struct residency *r, uint64_t gen)
 		if (u->state != ORTHO_SHARD_ABSENT || u->dropping ||
 		    (r->budget && u->cap > r->budget))
 			continue;
-		if (load_unit(r, i, 0, 1))
+		if (load_unit(r, i, (int)pos))
 			break;		/* as far ahead as the budget allows */
 		if (u->state == ORTHO_SHARD_ABSENT)
 			break;		/* cancelled for an op: it goes first */
@@ -575,7 +577,8 @@ int residency_drop(struct residency *r, unsigned int i, uint32_t state)
 	struct res_unit *u;
 	int was;
 
-	if (state != ORTHO_SHARD_DROPPED && state != ORTHO_SHARD_REVOKED)
+	if (state != ORTHO_SHARD_DROPPED && state != ORTHO_SHARD_REVOKED &&
+	    state != ORTHO_SHARD_FAILED)
 		return -EINVAL;
 	pthread_mutex_lock(&r->lock);
 	if (i >= r->nunits) {

@@ -102,11 +102,14 @@ void residency_unpin(struct residency *r, const unsigned int *u,
 		     unsigned int n, void *const *mem);
 
 /**
- * residency_prefetch() - the units an op will want next, soonest first
- * (a window that replaces the previous one). The prefetch thread loads
- * them in that order as far as the budget allows, evicting only units
- * outside the window that no op holds; a load in progress for a unit that
- * left the window is not stopped. Returns at once.
+ * residency_prefetch() - the units ops will want next, soonest first (a
+ * window that replaces the previous one). The prefetch thread loads them
+ * in that order as far as the budget allows, evicting only units no op
+ * holds: outside the window the least recently used, inside it only those
+ * needed after the one it loads, furthest first (for cyclic use, such as
+ * the layers of a forward pass, that is the best choice there is). A load
+ * in progress for a unit that left the window is not stopped. Returns at
+ * once.
  * @r: the manager.
  * @u: units (copied).
  * @n: how many; 0 clears the window.
@@ -129,7 +132,8 @@ void residency_wait_idle(struct residency *r);
  * its slot wiped.
  * @r: the manager.
  * @u: the unit.
- * @state: ORTHO_SHARD_DROPPED or ORTHO_SHARD_REVOKED.
+ * @state: ORTHO_SHARD_DROPPED, ORTHO_SHARD_REVOKED, or ORTHO_SHARD_FAILED
+ *	(a unit whose sibling failed).
  *
  * Return: 0 when it was resident, -EALREADY when it was not (its state is
  * set all the same), -EINVAL for a bad @state.

@@ -200,7 +200,8 @@ int sel_check_done(struct ortho_ctx *ctx, const struct sel_check *c,
 		return -EDOM;
 	}
 	if (keep < 1.0 && c->taken &&
-	    kept - key_energy(c->min_taken) >= keep * total * (1.0 + SEL_SLACK)) {
+	    kept - key_energy(c->min_taken) >=
+		    keep * total * (1.0 + SEL_SLACK)) {
 		olog_err(ctx, "Ortho selection check failed: not the smallest set (%llu entries hold more than %.12f without the smallest)",
 			 (unsigned long long)c->taken, keep);
 		return -EDOM;

@@ -60,7 +60,7 @@ struct sel_plan {
 	uint64_t ties;		/* entries with key == @key to keep */
 	uint64_t ties_taken;
 	struct sel_sum total;	/* the delta's energy */
-	struct sel_sum above;	/* energy of keys above the current bucket */
+	struct sel_sum above;	/* energy above the current bucket */
 	uint64_t nonzero;
 	struct sel_sum *hist;	/* 65536 buckets */
 	uint64_t *count;

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * The shards of a model: found in dir/ortho/, judged (model, label, key),
- * loaded (decrypted into secmem, parsed, checked against the Base, views
- * attached to the Base tensors), described, dropped and wiped.
+ * handed to the residency manager (lib/model_residency.c pages them in and
+ * out), described, dropped and wiped.
  *
- * Every shard's state lives in its struct model_shard; shard_load() and
- * shard_unload() are the only ways in and out of RESIDENT, so a residency
- * manager can call them to page shards in and out. Locking: lib/model.h.
+ * Every shard's state lives in its struct model_shard. Locking:
+ * lib/model.h.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,14 +20,6 @@
 #include "model.h"
 #include "secmem.h"
 #include "shard.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void shard_fail(struct ortho_model *m, struct model_shard *s,
 		       int err, uint32_t bad_chunk)
@@ -163,261 +154,13 @@ static void hex8(const uint8_t *id, char out[9])
 	snprintf(out, 9, "%02x%02x%02x%02x", id[0], id[1], id[2], id[3]);
 }
 
-/* Release what shard_load() built before the shard went resident. */
-static void views_free(struct ortho_model *m, struct model_shard *s)
-{
-	unsigned int i;
-
-	for (i = 0; i < s->nviews; i++)
-		if (s->views[i].uploaded)
-			m->ctx->backend->ortho_release(m->ctx,
-						       &s->views[i].o);
-	free(s->views);
-	s->views = NULL;
-	s->nviews = 0;
-}
-
-static int view_setup(struct ortho_model *m, struct model_shard *s,
-		      const struct osp_view_tensor *vt, unsigned char *seen)
-{
-	struct shard_view *v = &s->views[s->nviews];
-	struct ortho_ctx *ctx = m->ctx;
-	struct ortho_tensor *t;
-	int ret;
-
-	t = model_tensor_by_name(m, vt->name);
-	if (!t || !t->is_linear) {
-		olog_err(ctx, "shard %s: tensor %s is %s of the Base; "
-			 "not used", s->id_hex, vt->name,
-			 t ? "not a linear tensor" : "not a tensor");
-		return -EINVAL;
-	}
-	if (t->rows != vt->rows || t->cols != vt->cols) {
-		olog_err(ctx, "shard %s: tensor %s is %ux%u, the Base has "
-			 "%ux%u; not used", s->id_hex, vt->name, vt->rows,
-			 vt->cols, t->rows, t->cols);
-		return -EINVAL;
-	}
-	if (seen[t->index]) {
-		olog_err(ctx, "shard %s: tensor %s appears twice; not used",
-			 s->id_hex, vt->name);
-		return -EINVAL;
-	}
-	seen[t->index] = 1;
-	v->base = t;
-	v->o.host.encoding = vt->encoding;
-	v->o.host.rows = vt->rows;
-	v->o.host.cols = vt->cols;
-	v->o.host.rowptr = vt->rowptr;
-	v->o.host.col = vt->col;
-	v->o.host.val = vt->val;
-	s->nviews++;
-	ret = ctx->backend->ortho_upload(ctx, &v->o);
-	if (ret) {
-		olog_err(ctx, "shard %s: tensor %s: %s backend cannot take "
-			 "it: %s", s->id_hex, vt->name, ctx->backend_name,
-			 ortho_strerror(ret));
-		return ret;
-	}
-	v->uploaded = 1;
-	return 0;
-}
-
-/* Parse the plaintext and build one view per Ortho tensor. */
-static int views_build(struct ortho_model *m, struct model_shard *s)
-{
-	struct osp_view_tensor *vt;
-	unsigned char *seen;
-	unsigned int i;
-	int n, ret = -ENOMEM;
-
-	vt = calloc(s->tensor_count ? s->tensor_count : 1, sizeof(*vt));
-	s->views = calloc(s->tensor_count ? s->tensor_count : 1,
-			  sizeof(*s->views));
-	seen = calloc(m->ntensors ? m->ntensors : 1, 1);
-	if (!vt || !s->views || !seen)
-		goto out;
-	n = osp_parse(m->ctx, s->pt, s->plaintext_len, vt, s->tensor_count);
-	if (n >= 0 && (unsigned int)n != s->tensor_count) {
-		olog_err(m->ctx, "shard %s: plaintext holds %d tensors, the "
-			 "header says %u", s->id_hex, n, s->tensor_count);
-		n = -EBADMSG;
-	}
-	ret = n < 0 ? n : 0;
-	for (i = 0; !ret && i < s->tensor_count; i++)
-		ret = view_setup(m, s, &vt[i], seen);
-out:
-	free(seen);
-	free(vt);
-	return ret;
-}
-
-/* Make the views visible to ortho_linear(): all of them or none. */
-static int views_attach(struct ortho_model *m, struct model_shard *s)
-{
-	unsigned int i;
-
-	pthread_rwlock_wrlock(&m->lock);
-	for (i = 0; i < s->nviews; i++) {
-		if (s->views[i].base->nviews >= MODEL_MAX_VIEWS) {
-			pthread_rwlock_unlock(&m->lock);
-			olog_err(m->ctx, "shard %s: tensor %s already has %u "
-				 "Ortho shards in use; not used", s->id_hex,
-				 s->views[i].base->name, MODEL_MAX_VIEWS);
-			return -E2BIG;
-		}
-	}
-	for (i = 0; i < s->nviews; i++) {
-		struct ortho_tensor *t = s->views[i].base;
-
-		t->views[t->nviews++] = &s->views[i].o;
-	}
-	s->state = ORTHO_SHARD_RESIDENT;
-	s->error = 0;
-	s->bad_chunk = UINT32_MAX;
-	s->bytes = s->plaintext_len;
-	s->since_ns = now_ns();
-	pthread_rwlock_unlock(&m->lock);
-	return 0;
-}
-
-static int shard_decrypt(struct ortho_model *m, struct model_shard *s,
-			 uint32_t *bad)
-{
-	struct ortho_ctx *ctx = m->ctx;
-	struct osh_file f;
-	char a[9], b[9];
-	int ret;
-
-	ret = osh_open(ctx, s->path, &f);
-	if (ret) {
-		olog_err(ctx, "shard %s: %s: %s; not used", s->id_hex, s->path,
-			 ortho_strerror(ret));
-		return ret;
-	}
-	/* The file may have changed since the scan: judge it again. */
-	if (memcmp(f.hdr.model_id, m->orb.hdr->model_id, 32) ||
-	    memcmp(f.hdr.shard_id, s->id, OSH_ID_SIZE) ||
-	    f.hdr.plaintext_len != s->plaintext_len ||
-	    f.hdr.tensor_count != s->tensor_count) {
-		hex8(f.hdr.model_id, a);
-		hex8(m->orb.hdr->model_id, b);
-		olog_err(ctx, "shard %s: %s changed since it was found "
-			 "(model %s, Base %s); not used", s->id_hex, s->path,
-			 a, b);
-		ret = -EXDEV;
-		goto out;
-	}
-	ret = osh_check_key(&f, s->key->key);
-	if (ret) {
-		olog_err(ctx, "shard %s (%s): the key for it does not open it "
-			 "(wrong key); not used", s->id_hex, s->file);
-		goto out;
-	}
-	s->pt_size = s->plaintext_len ? s->plaintext_len : 1;
-	s->pt = secmem_alloc(s->pt_size);
-	if (!s->pt) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = osh_read_all(ctx, &f, s->key->key, s->pt, bad);
-	if (ret == -EBADMSG)
-		olog_err(ctx, "shard %s: %s: not used (chunk %u failed "
-			 "authentication)", s->id_hex, s->path, *bad);
-	else if (ret)
-		olog_err(ctx, "shard %s: %s: %s; not used", s->id_hex,
-			 s->path, ortho_strerror(ret));
-out:
-	osh_close(&f);
-	return ret;
-}
-
-int shard_load(struct ortho_model *m, struct model_shard *s)
-{
-	uint32_t bad = UINT32_MAX;
-	int ret;
-
-	if (!s->header_ok || !s->key || s->state == ORTHO_SHARD_RESIDENT)
-		return -EINVAL;
-	pthread_rwlock_wrlock(&m->lock);
-	s->state = ORTHO_SHARD_LOADING;
-	pthread_rwlock_unlock(&m->lock);
-
-	ret = shard_decrypt(m, s, &bad);
-	if (!ret)
-		ret = views_build(m, s);
-	if (!ret)
-		ret = views_attach(m, s);
-	if (!ret) {
-		olog_dbg(m->ctx, "shard %s (%s, layer %u): resident, %u "
-			 "tensors, %llu bytes", s->id_hex, s->label, s->layer,
-			 s->nviews, (unsigned long long)s->bytes);
-		return 0;
-	}
-	views_free(m, s);
-	secmem_free(s->pt, s->pt_size);
-	s->pt = NULL;
-	s->pt_size = 0;
-	shard_fail(m, s, ret, ret == -EBADMSG ? bad : UINT32_MAX);
-	return ret;
-}
-
-static void views_detach(struct model_shard *s)
-{
-	unsigned int i, j;
-
-	for (i = 0; i < s->nviews; i++) {
-		struct ortho_tensor *t = s->views[i].base;
-
-		for (j = 0; j < t->nviews; j++) {
-			if (t->views[j] != &s->views[i].o)
-				continue;
-			memmove(&t->views[j], &t->views[j + 1],
-				(t->nviews - j - 1) * sizeof(t->views[0]));
-			t->nviews--;
-			break;
-		}
-	}
-}
-
-int shard_unload(struct ortho_model *m, struct model_shard *s,
-		 uint32_t state)
-{
-	pthread_rwlock_wrlock(&m->lock);
-	if (s->state != ORTHO_SHARD_RESIDENT) {
-		pthread_rwlock_unlock(&m->lock);
-		return -EALREADY;
-	}
-	/* Ops in flight held the lock shared: they are done with it now. */
-	views_detach(s);
-	s->state = ORTHO_SHARD_EVICTING;
-	pthread_rwlock_unlock(&m->lock);
-
-	views_free(m, s);
-	secmem_free(s->pt, s->pt_size);
-	if (state != ORTHO_SHARD_ABSENT && s->key) {
-		/* Dropped for good: the key goes too. */
-		secmem_wipe(s->key->key, sizeof(s->key->key));
-		s->key = NULL;
-	}
-
-	pthread_rwlock_wrlock(&m->lock);
-	s->pt = NULL;
-	s->pt_size = 0;
-	s->bytes = 0;
-	s->state = state;
-	pthread_rwlock_unlock(&m->lock);
-	return 0;
-}
-
 void model_free_shards(struct ortho_model *m)
 {
 	unsigned int i;
 
-	for (i = 0; i < m->nshards; i++) {
-		shard_unload(m, &m->shards[i], ORTHO_SHARD_ABSENT);
+	model_residency_stop(m);
+	for (i = 0; i < m->nshards; i++)
 		free(m->shards[i].path);
-	}
 	free(m->shards);
 	m->shards = NULL;
 	m->nshards = 0;
@@ -451,11 +194,10 @@ static int shard_judge(struct ortho_model *m, unsigned int i,
 	}
 	/* The entries are the model's own copy (m->keys). */
 	s->key = (struct keyfile_entry *)keyfile_find(&m->keys, s->id);
-	if (!s->key) {
+	if (!s->key)
 		s->state = ORTHO_SHARD_NO_KEY;
-		return 0;
-	}
-	return shard_load(m, s);
+	/* Usable: model_residency_start() reads and loads it. */
+	return 0;
 }
 
 #define NOKEY_LABELS 4
@@ -514,7 +256,7 @@ int model_load_shards(struct ortho_model *m, const char *label,
 		}
 	}
 	warn_no_key(m, key_file);
-	return 0;
+	return model_residency_start(m);
 }
 
 ORTHO_API unsigned int ortho_model_shard_count(const struct ortho_model *m)
@@ -571,14 +313,16 @@ ORTHO_API int ortho_model_drop_shard(struct ortho_model *m, const char *id)
 	if (osh_id_from_hex(id, bin))
 		return -EINVAL;
 	/* A second copy of a shard has its id too: prefer the one in use. */
+	pthread_rwlock_rdlock(&m->lock);
 	for (i = 0; i < m->nshards; i++) {
 		struct model_shard *s = &m->shards[i];
 
 		if (!s->header_ok || memcmp(s->id, bin, OSH_ID_SIZE))
 			continue;
-		if (!found || s->state == ORTHO_SHARD_RESIDENT)
+		if (!found || s->key)
 			found = s;
 	}
+	pthread_rwlock_unlock(&m->lock);
 	if (!found)
 		return -ENOENT;
 	ret = shard_unload(m, found, ORTHO_SHARD_DROPPED);

@@ -8,6 +8,9 @@
  * while it has nothing to read, so a page-in never waits on a busy pool
  * serving another one.
  *
+ * Lanes and setup are in lib/stream_lane.c, the shared structures in
+ * lib/stream_priv.h.
+ *
  * Locking: s->lock guards the work queues, every lane's free list and busy
  * flag, every job's counters and error, and the statistics. Nothing slow
  * runs under it: reads and decryption happen with it released. A lane's
@@ -23,69 +26,9 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "staging.h"
-#include "stream.h"
+#include "stream_priv.h"
 
-#define DIRECT_ALIGN 4096u
 #define MAX_RETRIES 16u
-
-struct job;
-struct lane;
-
-/* A staging buffer and the read it holds. */
-struct sbuf {
-	struct sbuf *next;		/* in a work queue */
-	struct lane *lane;
-	struct job *job;
-	unsigned int idx;
-	uint32_t chunk;
-	uint32_t want;			/* ciphertext bytes of the chunk */
-	uint32_t done;			/* bytes read so far */
-	unsigned int retries;
-};
-
-struct lane {
-	struct staging st;
-	struct sbuf *bufs;
-	unsigned int *free;
-	unsigned int nfree;
-	pthread_cond_t cond;		/* a buffer came back */
-	int busy;
-	int dead;			/* its ring misbehaved: never reused */
-};
-
-struct job {
-	struct stream_req *r;
-	const struct osh_file *f;
-	uint8_t *dst;
-	uint32_t end;			/* chunks [next, end) still to read */
-	uint32_t next;
-	unsigned int pending;		/* read, not yet decrypted */
-	int err;
-	uint32_t bad;
-	int fd;
-	int direct;
-	int urgent;
-	char id[33];
-};
-
-struct stream {
-	struct ortho_ctx *ctx;
-	pthread_mutex_t lock;
-	pthread_cond_t work;		/* items queued, or stop */
-	pthread_cond_t lane_cond;	/* a lane came back */
-	struct sbuf *qhead[2], *qtail[2];	/* [0]: urgent */
-	pthread_t *thr;
-	unsigned int nthr;
-	int stop;
-	struct lane *lanes[STREAM_MAX_LANES];
-	unsigned int nlanes, max_lanes;
-	unsigned int qd, nbuf;
-	unsigned int flags;
-	size_t max_read;
-	int no_uring;
-	struct stream_info stats;
-};
 
 /* ---- the work queue (s->lock held) ---- */
 
@@ -202,7 +145,7 @@ static int help_one(struct stream *s, struct job *j)
 	return 1;
 }
 
-static void *worker_main(void *arg)
+void *stream_worker_main(void *arg)
 {
 	struct stream *s = arg;
 	struct sbuf *b;
@@ -485,135 +428,6 @@ static void run_uring(struct stream *s, struct lane *l, struct job *j)
 	job_drain(s, l, j);
 }
 
-/* ---- lanes ---- */
-
-static void lane_free(struct lane *l)
-{
-	if (!l)
-		return;
-	staging_fini(&l->st);
-	pthread_cond_destroy(&l->cond);
-	free(l->bufs);
-	free(l->free);
-	free(l);
-}
-
-static void ring_failed(struct stream *s, int err)
-{
-	int first;
-
-	pthread_mutex_lock(&s->lock);
-	first = !s->no_uring;
-	s->no_uring = 1;
-	pthread_mutex_unlock(&s->lock);
-	if (!first)
-		return;
-	if (err == -EOPNOTSUPP)
-		olog_info(s->ctx, "stream: built without liburing: shards "
-			  "are read with pread");
-	else
-		olog_warn(s->ctx, "stream: io_uring is not available (%s): "
-			  "shards are read with pread", strerror(-err));
-}
-
-static int lane_new(struct stream *s, int want_ring, struct lane **out)
-{
-	struct lane *l = calloc(1, sizeof(*l));
-	unsigned int b;
-	int ret, ring_err;
-
-	if (!l)
-		return -ENOMEM;
-	l->bufs = calloc(s->nbuf, sizeof(*l->bufs));
-	l->free = calloc(s->nbuf, sizeof(*l->free));
-	if (!l->bufs || !l->free) {
-		free(l->bufs);
-		free(l->free);
-		free(l);
-		return -ENOMEM;
-	}
-	pthread_cond_init(&l->cond, NULL);
-	ret = staging_init(s->ctx, &l->st, s->nbuf, OSH_CHUNK_SIZE, s->qd,
-			   want_ring, &ring_err);
-	if (ret) {
-		olog_err(s->ctx, "stream: no memory for %u staging buffers",
-			 s->nbuf);
-		lane_free(l);
-		return ret;
-	}
-	if (want_ring && ring_err)
-		ring_failed(s, ring_err);
-	for (b = 0; b < s->nbuf; b++) {
-		l->bufs[b].lane = l;
-		l->bufs[b].idx = b;
-		l->free[b] = b;
-	}
-	l->nfree = s->nbuf;
-	*out = l;
-	return 0;
-}
-
-/* A free lane, a new one while under the limit, or wait for one. */
-static int lane_get(struct stream *s, struct lane **out)
-{
-	struct lane *l = NULL;
-	unsigned int i;
-	int ret, want;
-
-	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		for (i = 0; i < STREAM_MAX_LANES; i++) {
-			l = s->lanes[i];
-			if (l && !l->busy) {
-				l->busy = 1;
-				pthread_mutex_unlock(&s->lock);
-				*out = l;
-				return 0;
-			}
-		}
-		if (s->nlanes < s->max_lanes)
-			break;
-		pthread_cond_wait(&s->lane_cond, &s->lock);
-	}
-	s->nlanes++;
-	want = !(s->flags & STREAM_PREAD) && !s->no_uring;
-	pthread_mutex_unlock(&s->lock);
-
-	ret = lane_new(s, want, &l);
-	pthread_mutex_lock(&s->lock);
-	if (ret) {
-		s->nlanes--;
-		pthread_cond_signal(&s->lane_cond);
-	} else {
-		for (i = 0; s->lanes[i]; i++)
-			;
-		s->lanes[i] = l;
-		l->busy = 1;
-		*out = l;
-	}
-	pthread_mutex_unlock(&s->lock);
-	return ret;
-}
-
-static void lane_put(struct stream *s, struct lane *l)
-{
-	unsigned int i;
-
-	pthread_mutex_lock(&s->lock);
-	l->busy = 0;
-	if (l->dead) {
-		for (i = 0; i < STREAM_MAX_LANES; i++)
-			if (s->lanes[i] == l)
-				s->lanes[i] = NULL;
-		s->nlanes--;
-	}
-	pthread_cond_signal(&s->lane_cond);
-	pthread_mutex_unlock(&s->lock);
-	/* Its ring may still write into the buffers: unmap them only now. */
-	if (l->dead)
-		lane_free(l);
-}
-
 /* ---- page-in ---- */
 
 static void job_open_fd(struct stream *s, struct job *j)
@@ -667,7 +481,7 @@ int stream_read(struct stream *s, struct stream_req *r)
 	ret = job_init(&j, r);
 	if (ret)
 		return ret;
-	ret = lane_get(s, &l);
+	ret = stream_lane_get(s, &l);
 	if (ret)
 		return ret;
 	job_open_fd(s, &j);
@@ -682,7 +496,7 @@ int stream_read(struct stream *s, struct stream_req *r)
 	staging_wipe(&l->st);
 	if (j.fd != r->f->fd)
 		close(j.fd);
-	lane_put(s, l);
+	stream_lane_put(s, l);
 	if (!j.err)
 		return 0;
 	explicit_bzero(r->dst, r->len);
@@ -693,192 +507,4 @@ int stream_read(struct stream *s, struct stream_req *r)
 			 r->f->hdr.chunk_count);
 	}
 	return j.err;
-}
-
-/* ---- setup ---- */
-
-static int opts_check(struct ortho_ctx *ctx, struct stream_opts *o)
-{
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-
-	if (!o->queue_depth)
-		o->queue_depth = STREAM_DEF_QUEUE_DEPTH;
-	if (!o->staging)
-		o->staging = STREAM_DEF_STAGING;
-	if (!o->workers)
-		o->workers = ncpu > 0 ? (unsigned int)ncpu : 1;
-	if (!o->lanes)
-		o->lanes = 4;
-	if (o->queue_depth > 1024 || o->workers > 1024 ||
-	    o->lanes > STREAM_MAX_LANES ||
-	    o->staging % OSH_CHUNK_SIZE || o->staging < 2 * OSH_CHUNK_SIZE ||
-	    o->staging > 1024ull * OSH_CHUNK_SIZE ||
-	    o->max_read % DIRECT_ALIGN ||
-	    (o->flags & ~(STREAM_PREAD | STREAM_DIRECT))) {
-		olog_err(ctx, "stream: options out of range (queue depth %u, "
-			 "staging %zu bytes in whole MiB from 2 MiB, workers "
-			 "%u, lanes %u)", o->queue_depth, o->staging,
-			 o->workers, o->lanes);
-		return -EINVAL;
-	}
-	/* A read in flight holds a buffer: no deeper than the buffers. */
-	if (o->queue_depth > o->staging / OSH_CHUNK_SIZE)
-		o->queue_depth = (unsigned int)(o->staging / OSH_CHUNK_SIZE);
-	return 0;
-}
-
-int stream_new(struct ortho_ctx *ctx, const struct stream_opts *opts,
-	       struct stream **out)
-{
-	struct stream_opts o = { 0 };
-	struct stream *s;
-	int ret = 0;
-
-	*out = NULL;
-	if (opts)
-		o = *opts;
-	if (opts_check(ctx, &o))
-		return -EINVAL;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	s->thr = calloc(o.workers, sizeof(*s->thr));
-	if (!s->thr) {
-		free(s);
-		return -ENOMEM;
-	}
-	s->ctx = ctx;
-	s->qd = o.queue_depth;
-	s->nbuf = (unsigned int)(o.staging / OSH_CHUNK_SIZE);
-	s->flags = o.flags;
-	s->max_read = o.max_read;
-	s->max_lanes = o.lanes;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->work, NULL);
-	pthread_cond_init(&s->lane_cond, NULL);
-	for (s->nthr = 0; s->nthr < o.workers; s->nthr++) {
-		ret = -pthread_create(&s->thr[s->nthr], NULL, worker_main, s);
-		if (ret)
-			break;
-	}
-	if (ret) {
-		olog_err(ctx, "stream: cannot start decrypt workers: %s",
-			 strerror(-ret));
-		stream_free(s);
-		return ret;
-	}
-	*out = s;
-	return 0;
-}
-
-void stream_free(struct stream *s)
-{
-	unsigned int i;
-
-	if (!s)
-		return;
-	pthread_mutex_lock(&s->lock);
-	s->stop = 1;
-	pthread_cond_broadcast(&s->work);
-	pthread_mutex_unlock(&s->lock);
-	for (i = 0; i < s->nthr; i++)
-		pthread_join(s->thr[i], NULL);
-	for (i = 0; i < STREAM_MAX_LANES; i++)
-		lane_free(s->lanes[i]);
-	pthread_cond_destroy(&s->lane_cond);
-	pthread_cond_destroy(&s->work);
-	pthread_mutex_destroy(&s->lock);
-	free(s->thr);
-	free(s);
-}
-
-static int env_word(const char *w, size_t n, struct stream_opts *o)
-{
-	char buf[64];
-	char *end;
-	unsigned long long v;
-	const char *eq;
-
-	if (n >= sizeof(buf))
-		return -EINVAL;
-	memcpy(buf, w, n);
-	buf[n] = 0;
-	if (!strcmp(buf, "pread")) {
-		o->flags |= STREAM_PREAD;
-		return 0;
-	}
-	if (!strcmp(buf, "direct")) {
-		o->flags |= STREAM_DIRECT;
-		return 0;
-	}
-	eq = strchr(buf, '=');
-	if (!eq || !eq[1])
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(eq + 1, &end, 0);
-	if (errno || *end || v > 1ull << 40)
-		return -EINVAL;
-	if (!strncmp(buf, "qd=", 3))
-		o->queue_depth = (unsigned int)v;
-	else if (!strncmp(buf, "workers=", 8))
-		o->workers = (unsigned int)v;
-	else if (!strncmp(buf, "staging=", 8))
-		o->staging = (size_t)v;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-int stream_opts_env(struct stream_opts *o)
-{
-	const char *e = getenv("ORTHO_STREAM");
-	struct stream_opts t;
-	size_t n;
-
-	if (!e || !*e)
-		return 0;
-	t = *o;
-	while (*e) {
-		n = strcspn(e, ",");
-		if (n && env_word(e, n, &t))
-			return -EINVAL;
-		e += n;
-		if (*e == ',')
-			e++;
-	}
-	*o = t;
-	return 0;
-}
-
-void stream_get_info(struct stream *s, struct stream_info *info)
-{
-	unsigned int i;
-
-	pthread_mutex_lock(&s->lock);
-	*info = s->stats;
-	info->workers = s->nthr;
-	info->queue_depth = s->qd;
-	info->staging = (size_t)s->nbuf * OSH_CHUNK_SIZE;
-	info->lanes = s->nlanes;
-	info->direct = !!(s->flags & STREAM_DIRECT);
-	info->uring = 0;
-	for (i = 0; i < STREAM_MAX_LANES; i++)
-		if (s->lanes[i] && s->lanes[i]->st.have_ring)
-			info->uring = 1;
-	pthread_mutex_unlock(&s->lock);
-}
-
-void stream_for_each_buffer(struct stream *s,
-			    void (*fn)(void *user, const void *p, size_t len),
-			    void *user)
-{
-	unsigned int i;
-
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < STREAM_MAX_LANES; i++)
-		if (s->lanes[i])
-			fn(user, s->lanes[i]->st.mem,
-			   (size_t)s->lanes[i]->st.nbuf *
-			   s->lanes[i]->st.buf_size);
-	pthread_mutex_unlock(&s->lock);
 }

@@ -181,8 +181,9 @@ static size_t compare(const struct prob *p, const float *y, const char *what)
 			if (isfinite(y[k]) && d <= lim)
 				continue;
 			if (bad++ < 4)
-				fprintf(stderr, "%s %ux%u ntok %u: y[t %u][r %u]"
-					" = %.9g, CPU %.9g, bound %.3g\n",
+				fprintf(stderr, "%s %ux%u ntok %u: "
+					"y[t %u][r %u] = %.9g, CPU %.9g, "
+					"bound %.3g\n",
 					what, p->m.rows, p->m.cols, p->ntok, t,
 					r, y[k], p->ref[k], lim);
 		}
@@ -415,7 +416,7 @@ static void run_and_compare(struct prob *p, struct dev_prob *dp,
 
 static const struct {
 	uint32_t rows, cols, group, ntok;
-	const char *encs;	/* one digit per delta: 1 csr16 2 csr32 3 dense */
+	const char *encs;	/* per delta: 1 csr16, 2 csr32, 3 dense */
 	double density;
 } shapes[] = {
 	{ 64, 64, 64, 1, "1", 0.05 },		/* vec16 path */

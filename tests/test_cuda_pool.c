@@ -66,9 +66,24 @@ static void ck_cu(CUresult r, const char *what)
 		      cuda_errname(dev->api, r));
 }
 
+/* Driver calls need the context current; pushing nests, unlike the lock. */
+static void ctx_push(void)
+{
+	ck_cu(dev->api->ctx_push_current(dev->cu), "cuCtxPushCurrent");
+}
+
+static void ctx_pop(void)
+{
+	CUcontext c;
+
+	ck_cu(dev->api->ctx_pop_current(&c), "cuCtxPopCurrent");
+}
+
 static void dev_read(void *dst, CUdeviceptr src, size_t n)
 {
+	ctx_push();
 	ck_cu(dev->api->memcpy_dtoh(dst, src, n), "cuMemcpyDtoH");
+	ctx_pop();
 }
 
 static size_t count_pattern(const uint8_t *b, size_t n)
@@ -192,10 +207,12 @@ static void hold(struct held *hd, const struct cuda_pool *p,
 	ck_assert_uint_le(c1 - c0 + 1, 16);
 	hd->n = c1 - c0 + 1;
 	hd->skip = addr - (p->base + c0 * p->gran);
+	ctx_push();
 	for (size_t i = 0; i < hd->n; i++)
 		ck_cu(dev->api->mem_retain_allocation_handle(&hd->h[i],
 			(void *)(uintptr_t)(p->base + (c0 + i) * p->gran)),
 		      "cuMemRetainAllocationHandle");
+	ctx_pop();
 }
 
 /* Map the held chunks again, read them, drop the handles. */
@@ -212,16 +229,21 @@ static uint8_t *held_read(struct held *hd, size_t gran)
 	acc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
 	acc.location.id = dev->dev;
 	acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+	ctx_push();
 	ck_cu(api->mem_address_reserve(&va, len, 0, 0, 0), "reserve");
-	for (i = 0; i < hd->n; i++)
+	for (i = 0; i < hd->n; i++) {
 		ck_cu(api->mem_map(va + i * gran, gran, 0, hd->h[i], 0),
 		      "cuMemMap");
-	ck_cu(api->mem_set_access(va, len, &acc, 1), "cuMemSetAccess");
+		ck_cu(api->mem_set_access(va + i * gran, gran, &acc, 1),
+		      "cuMemSetAccess");
+	}
 	dev_read(buf, va, len);
-	ck_cu(api->mem_unmap(va, len), "cuMemUnmap");
-	for (i = 0; i < hd->n; i++)
+	for (i = 0; i < hd->n; i++) {
+		ck_cu(api->mem_unmap(va + i * gran, gran), "cuMemUnmap");
 		ck_cu(api->mem_release(hd->h[i]), "cuMemRelease");
+	}
 	ck_cu(api->mem_address_free(va, len), "cuMemAddressFree");
+	ctx_pop();
 	return buf;
 }
 
@@ -376,15 +398,17 @@ static int device_usable(void)
 
 int main(void)
 {
-	Suite *s = suite_create("cuda_pool");
-	TCase *tc = tcase_create("pool");
 	SRunner *sr;
+	TCase *tc;
+	Suite *s;
 	int failed;
 
 	if (!device_usable()) {
-		printf("SKIP: no usable CUDA device (driver, device, sm_80+)\n");
+		printf("SKIP: no usable CUDA device (driver, sm_80+)\n");
 		return 77;
 	}
+	s = suite_create("cuda_pool");
+	tc = tcase_create("pool");
 	tcase_set_timeout(tc, 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, pool_churn, 0, 2);

@@ -196,7 +196,7 @@ static void poison(float *y, size_t n)
 		y[i] = NAN;
 }
 
-/* Check y against the reference; NaN in the reference must come out. */
+/* Check y against the reference; NaN and Inf in it must come out. */
 static void prob_check(const struct prob *p, const float *y, const char *how)
 {
 	size_t i, n = (size_t)p->m.rows * p->ntok;
@@ -207,6 +207,11 @@ static void prob_check(const struct prob *p, const float *y, const char *how)
 		if (isnan(ref)) {
 			ck_assert_msg(isnan(y[i]), "%s: y[%zu] = %g, want NaN",
 				      how, i, y[i]);
+			continue;
+		}
+		if (isinf(ref)) {
+			ck_assert_msg(y[i] == ref, "%s: y[%zu] = %g, want %g",
+				      how, i, y[i], ref);
 			continue;
 		}
 		bound = REL_TOL * p->mag[i] + ABS_TOL;
@@ -431,3 +436,347 @@ START_TEST(t_paths_match)
 	}
 }
 END_TEST
+
+/* The pool's split never changes a bit of the result, on either path. */
+START_TEST(t_threads_identical)
+{
+	static const uint32_t sh[][4] = {
+		{ 257, 1000, 64, 1 }, { 4096, 512, 64, 1 }, { 4096, 512, 48, 3 },
+		{ 1000, 257, 32, 8 }, { 100, 1000, 64, 2 },
+	};
+	static const unsigned int threads[] = { 2, 3, 4, 7 };
+	struct ok_pool *pool;
+	size_t s, ti, n, bytes;
+	int scalar;
+	struct prob *p;
+	float *one;
+
+	for (s = 0; s < sizeof(sh) / sizeof(sh[0]); s++) {
+		p = prob_new(sh[s][0], sh[s][1], sh[s][2], sh[s][3], 31 + s);
+		prob_add(p, OK_CSR16, 0.01, 3);
+		prob_add(p, OK_CSR32, 0.001, UINT32_MAX);
+		n = (size_t)p->m.rows * p->ntok;
+		bytes = n * sizeof(float);
+		one = malloc(bytes);
+		ck_assert_ptr_nonnull(one);
+		for (scalar = 0; scalar <= 1; scalar++) {
+			prob_run(p, NULL, scalar);
+			memcpy(one, p->y, bytes);
+			for (ti = 0; ti < 4; ti++) {
+				pool = pool_or_die(threads[ti]);
+				prob_run(p, pool, scalar);
+				ck_assert_msg(!memcmp(one, p->y, bytes),
+					      "shape %zu, %u threads, %s: "
+					      "differs from one thread", s,
+					      threads[ti],
+					      scalar ? "scalar" : "auto");
+				ok_pool_free(pool);
+			}
+		}
+		free(one);
+		prob_free(p);
+	}
+}
+END_TEST
+
+/* With no Ortho the fused kernel is the INT8 kernel, bit for bit. */
+START_TEST(t_fused_is_int8)
+{
+	struct ok_pool *pool = pool_or_die(2);
+	size_t n, bytes;
+	struct prob *p;
+	int scalar;
+	uint32_t t;
+	float *a;
+
+	for (t = 1; t <= 5; t += 2) {
+		p = prob_new(300, 700, 64, t, 5 + t);
+		n = (size_t)p->m.rows * t;
+		bytes = n * sizeof(float);
+		a = malloc(bytes);
+		ck_assert_ptr_nonnull(a);
+		prob_ref(p);
+		for (scalar = 0; scalar <= 1; scalar++) {
+			ok_force_scalar(scalar);
+			poison(a, n);
+			ok_int8(pool, &p->m, p->x, a, t);
+			poison(p->y, n);
+			ok_fused(pool, &p->m, NULL, 0, p->x, p->y, t);
+			ck_assert(!memcmp(a, p->y, bytes));
+			prob_check(p, a, "ok_int8");
+			poison(a, n);
+			ok_int8_rows(&p->m, p->x, a, t, 0, p->m.rows);
+			ck_assert(!memcmp(a, p->y, bytes));
+			ok_force_scalar(0);
+		}
+		free(a);
+		prob_free(p);
+	}
+	ok_pool_free(pool);
+}
+END_TEST
+
+/* ok_fused_rows() writes its rows of every token and nothing else. */
+START_TEST(t_row_range)
+{
+	static const uint32_t ranges[][2] = {
+		{ 0, 1 }, { 5, 77 }, { 76, 77 }, { 16, 64 }, { 70, 500 },
+	};
+	struct prob *p = prob_new(77, 300, 64, 3, 99);
+	uint32_t r, t, r0, r1;
+	size_t i;
+	int scalar;
+	float v;
+
+	prob_add(p, OK_CSR16, 0.05, 10);
+	prob_ref(p);
+	for (scalar = 0; scalar <= 1; scalar++) {
+		ok_force_scalar(scalar);
+		for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+			r0 = ranges[i][0];
+			r1 = ranges[i][1];
+			poison(p->y, (size_t)p->m.rows * p->ntok);
+			ok_fused_rows(&p->m, p->op, p->no, p->x, p->y, p->ntok,
+				      r0, r1);
+			for (t = 0; t < p->ntok; t++) {
+				for (r = 0; r < p->m.rows; r++) {
+					i = (size_t)t * p->m.rows + r;
+					v = p->y[i];
+					if (r < r0 || r >= r1) {
+						ck_assert_msg(isnan(v), "row %u "
+							"outside [%u, %u) "
+							"written", r, r0, r1);
+						continue;
+					}
+					ck_assert(fabs(v - p->ref[i]) <=
+						  REL_TOL * p->mag[i] +
+							  ABS_TOL);
+				}
+			}
+		}
+		ok_force_scalar(0);
+	}
+	prob_free(p);
+}
+END_TEST
+
+/* A NaN in x reaches its token's every row, and only that token. */
+START_TEST(t_nan_propagates)
+{
+	static const uint32_t cols_at[] = { 0, 517, 1002 };	/* 1002: a tail */
+	struct ok_pool *pool = pool_or_die(2);
+	struct prob *p;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		p = prob_new(257, 1003, 64, 3, 123 + i);
+		prob_add(p, OK_CSR16, 0.01, UINT32_MAX);
+		p->x[1 * 1003 + cols_at[i]] = NAN;
+		prob_ref(p);
+		ck_assert(isnan(p->ref[257 + 5]) && !isnan(p->ref[5]));
+		prob_verify(p, pool);
+		prob_free(p);
+	}
+
+	/* A NaN in an Ortho value: its row, every token. */
+	p = prob_new(64, 172, 64, 5, 321);
+	prob_add(p, OK_CSR16, 0.05, 9);
+	((uint16_t *)p->o[0].val)[p->o[0].rowptr[9] + 3] = 0x7e00;
+	prob_ref(p);
+	ck_assert(isnan(p->ref[9]) && isnan(p->ref[4 * 64 + 9]));
+	ck_assert(!isnan(p->ref[8]));
+	prob_verify(p, pool);
+	prob_free(p);
+
+	/* Inf in the dense delta's tail (cols % 8 != 0). */
+	p = prob_new(20, 13, 8, 2, 322);
+	prob_add(p, OK_DENSE16, 1, UINT32_MAX);
+	((uint16_t *)p->o[0].val)[4 * 13 + 12] = 0x7c00;
+	prob_ref(p);
+	ck_assert(isinf(p->ref[4]) || isnan(p->ref[4]));
+	prob_verify(p, pool);
+	prob_free(p);
+	ok_pool_free(pool);
+}
+END_TEST
+
+/* Tokens of a GEMM never mix: a token's result is the same in any block. */
+START_TEST(t_tokens_independent)
+{
+	struct prob *p = prob_new(100, 333, 64, 8, 7);
+	size_t n = 100 * 8, bytes = n * sizeof(float);
+	float *full = malloc(bytes);
+	int scalar;
+	uint32_t t;
+
+	ck_assert_ptr_nonnull(full);
+	prob_add(p, OK_CSR16, 0.05, UINT32_MAX);
+	for (scalar = 0; scalar <= 1; scalar++) {
+		prob_run(p, NULL, scalar);
+		memcpy(full, p->y, bytes);
+		for (t = 2; t < 8; t++) {
+			ok_force_scalar(scalar);
+			poison(p->y, n);
+			ok_fused_rows(&p->m, p->op, p->no, p->x, p->y, t, 0,
+				      p->m.rows);
+			ok_force_scalar(0);
+			ck_assert_msg(!memcmp(full, p->y,
+					      (size_t)t * 100 * sizeof(float)),
+				      "first %u of 8 tokens differ", t);
+		}
+	}
+	free(full);
+	prob_free(p);
+}
+END_TEST
+
+/* Four threads calling into one pool at once: each gets its own answer. */
+#define CONC_THREADS 4
+#define CONC_ROUNDS 40
+
+struct conc {
+	struct ok_pool *pool;
+	struct prob *p;
+	float *want, *y;
+	int bad;
+};
+
+static void *conc_main(void *arg)
+{
+	struct conc *c = arg;
+	size_t n = (size_t)c->p->m.rows * c->p->ntok;
+	int i;
+
+	for (i = 0; i < CONC_ROUNDS; i++) {
+		poison(c->y, n);
+		ok_fused(c->pool, &c->p->m, c->p->op, c->p->no, c->p->x, c->y,
+			 c->p->ntok);
+		if (memcmp(c->y, c->want, n * sizeof(float)))
+			c->bad++;
+	}
+	return NULL;
+}
+
+START_TEST(t_concurrent_callers)
+{
+	static const uint32_t sh[CONC_THREADS][3] = {
+		{ 512, 512, 1 }, { 257, 1000, 3 }, { 1024, 256, 1 },
+		{ 300, 700, 2 },
+	};
+	struct ok_pool *pool = pool_or_die(3);
+	struct conc c[CONC_THREADS];
+	pthread_t tid[CONC_THREADS];
+	size_t n;
+	int i;
+
+	for (i = 0; i < CONC_THREADS; i++) {
+		c[i].pool = pool;
+		c[i].bad = 0;
+		c[i].p = prob_new(sh[i][0], sh[i][1], 64, sh[i][2], 600 + i);
+		prob_add(c[i].p, i & 1 ? OK_CSR32 : OK_CSR16, 0.02, 1);
+		n = (size_t)sh[i][0] * sh[i][2];
+		c[i].want = malloc(n * sizeof(float));
+		c[i].y = malloc(n * sizeof(float));
+		ck_assert(c[i].want && c[i].y);
+		prob_run(c[i].p, NULL, 0);
+		memcpy(c[i].want, c[i].p->y, n * sizeof(float));
+	}
+	for (i = 0; i < CONC_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, conc_main,
+						&c[i]), 0);
+	for (i = 0; i < CONC_THREADS; i++)
+		pthread_join(tid[i], NULL);
+	for (i = 0; i < CONC_THREADS; i++) {
+		ck_assert_msg(!c[i].bad, "caller %d: %d of %d runs wrong", i,
+			      c[i].bad, CONC_ROUNDS);
+		prob_ref(c[i].p);
+		prob_check(c[i].p, c[i].y, "concurrent");
+		free(c[i].want);
+		free(c[i].y);
+		prob_free(c[i].p);
+	}
+	ok_pool_free(pool);
+}
+END_TEST
+
+START_TEST(t_pool_api)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	struct ok_pool *pool = (struct ok_pool *)&pool;
+	struct prob *p;
+
+	ck_assert_int_eq(ok_pool_new(2, NULL), -EINVAL);
+	ck_assert_int_eq(ok_pool_new(5000, &pool), -EINVAL);
+	ck_assert_ptr_null(pool);
+	ck_assert_uint_eq(ok_pool_threads(NULL), 1);
+	ok_pool_free(NULL);
+
+	pool = pool_or_die(0);
+	ck_assert_uint_eq(ok_pool_threads(pool), online > 0 ? online : 1);
+	ok_pool_free(pool);
+
+	/* One thread, and no pool at all: the caller computes alone. */
+	p = prob_new(300, 400, 64, 2, 17);
+	prob_add(p, OK_CSR16, 0.02, UINT32_MAX);
+	pool = pool_or_die(1);
+	ck_assert_uint_eq(ok_pool_threads(pool), 1);
+	prob_ref(p);
+	prob_run(p, pool, 0);
+	prob_check(p, p->y, "1-thread pool");
+	ok_pool_free(pool);
+	poison(p->y, 600);
+	ok_fused(NULL, &p->m, p->op, p->no, p->x, p->y, 2);
+	prob_check(p, p->y, "no pool");
+	prob_free(p);
+}
+END_TEST
+
+/* The calls with nothing to do touch nothing. */
+START_TEST(t_empty_calls)
+{
+	struct prob *p = prob_new(40, 50, 64, 1, 3);
+	struct ok_pool *pool = pool_or_die(2);
+
+	poison(p->y, 40);
+	ok_fused(pool, &p->m, NULL, 0, p->x, p->y, 0);
+	ok_fused_rows(&p->m, NULL, 0, p->x, p->y, 1, 10, 10);
+	ok_fused_rows(&p->m, NULL, 0, p->x, p->y, 1, 50, 60);
+	ok_int8_rows(&p->m, p->x, p->y, 1, 30, 20);
+	ck_assert(isnan(p->y[0]) && isnan(p->y[10]) && isnan(p->y[39]));
+	ok_pool_free(pool);
+	prob_free(p);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("kernels");
+	TCase *tc = tcase_create("cpu");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, t_base_shapes);
+	tcase_add_test(tc, t_group_edges);
+	tcase_add_test(tc, t_ortho_each);
+	tcase_add_test(tc, t_ortho_several);
+	tcase_add_test(tc, t_threads_identical);
+	tcase_add_test(tc, t_fused_is_int8);
+	tcase_add_test(tc, t_row_range);
+	tcase_add_test(tc, t_nan_propagates);
+	tcase_add_test(tc, t_tokens_independent);
+	tcase_add_test(tc, t_concurrent_callers);
+	tcase_add_test(tc, t_pool_api);
+	tcase_add_test(tc, t_empty_calls);
+	if (ok_have_avx2())
+		tcase_add_test(tc, t_paths_match);
+	else
+		printf("SKIP: t_paths_match: this CPU has no AVX2+FMA+F16C, "
+		       "only the scalar path runs\n");
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

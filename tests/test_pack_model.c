@@ -153,11 +153,15 @@ static void model_free(struct tmodel *m)
 		free(m->w[i]);
 }
 
+/* Head counts written by model_write() when set: same shapes, other model. */
+static int32_t g_heads, g_kv_heads;
+
 /* The llama2.c layout: header, embedding, each slot for all layers, norm, RoPE. */
 static void model_write(const struct tmodel *m, const char *path)
 {
-	int32_t hdr[7] = { D, (int32_t)m->hid, NL, NH, NKV, V, SEQ };
-	size_t rope = (size_t)SEQ * (D / NH), len = sizeof(hdr), cap = 1 << 20;
+	int32_t hdr[7] = { D, (int32_t)m->hid, NL, g_heads ? g_heads : (int32_t)NH,
+			   g_kv_heads ? g_kv_heads : (int32_t)NKV, V, SEQ };
+	size_t rope = (size_t)SEQ * (D / (g_heads ? g_heads : (int32_t)NH)), len = sizeof(hdr), cap = 1 << 20;
 	char *buf = malloc(cap);
 	int l, s;
 
@@ -206,6 +210,8 @@ static void on_report(void *user, const struct ortho_pack_tensor_report *r)
 	rs->n++;
 }
 
+static uint32_t g_group;	/* 0: the default */
+
 static int pack(const char *pub, const char *priv, const char *label,
 		const char *keys, const char *out, double keep,
 		unsigned int flags, struct ortho_pack_summary *sum,
@@ -214,7 +220,7 @@ static int pack(const char *pub, const char *priv, const char *label,
 	struct ortho_pack_opts o = {
 		.sz = sizeof(o), .public_path = pub, .private_path = priv,
 		.label = label, .key_file = keys, .out_dir = out,
-		.keep = keep, .flags = flags,
+		.keep = keep, .flags = flags, .group_size = g_group,
 		.report = rs ? on_report : NULL, .report_user = rs,
 	};
 
@@ -404,4 +410,436 @@ static uint64_t count_deltas(struct tmodel *pub, struct tmodel *priv)
 			    k < (size_t)pub->rows[i] * pub->cols[i]; k++)
 			n += pub->w[i][k] != priv->w[i][k];
 	return n;
+}
+
+/* ---- the tests ---- */
+
+static struct tmodel pub, pa, pb;
+
+/* pub.bin, a.bin (a dense fine-tune) and b.bin (a sparse one). */
+static void models(void)
+{
+	model_public(&pub, 64, 1);
+	model_private(&pa, &pub, 2, 0.7);
+	model_private(&pb, &pub, 3, 0.02);
+	model_write(&pub, in_dir("pub.bin"));
+	model_write(&pa, in_dir("a.bin"));
+	model_write(&pb, in_dir("b.bin"));
+}
+
+static void models_free(void)
+{
+	model_free(&pub);
+	model_free(&pa);
+	model_free(&pb);
+}
+
+static void assert_summary(const struct ortho_pack_summary *s,
+			   const struct rows_seen *rs, uint64_t deltas)
+{
+	uint64_t lin = 0, ent = 0;
+	unsigned int i;
+
+	ck_assert_uint_eq(s->tensors, NT);
+	ck_assert_uint_eq(s->linear_tensors, NL * 7);
+	ck_assert_uint_eq(s->shards, NL);
+	ck_assert(s->energy_kept >= 1.0 - 1e-12 && s->energy_kept <= 1.0 + 1e-12);
+	ck_assert_uint_eq(s->ortho_entries, deltas);
+	ck_assert(s->base_max_err_steps > 0.4 && s->base_max_err_steps <= 0.5 + 1e-4);
+	ck_assert_uint_eq(rs->n, NT);
+	ck_assert_str_eq(rs->r[0].name, "tok_embeddings");
+	ck_assert_str_eq(rs->r[1].name, "layers.0.attn_norm");
+	ck_assert_str_eq(rs->r[NT - 1].name, "norm");
+	for (i = 0; i < rs->n; i++) {
+		const struct ortho_pack_tensor_report *r = &rs->r[i];
+
+		ck_assert_uint_eq(r->is_linear, pub.linear[i]);
+		ck_assert_uint_eq(r->rows, pub.rows[i]);
+		ck_assert(fabs(r->density - (double)r->ortho_entries /
+						    (r->rows * r->cols)) < 1e-12);
+		if (!r->is_linear) {
+			ck_assert_str_eq(r->encoding, "-");
+			ck_assert_uint_eq(r->ortho_entries, 0);
+			continue;
+		}
+		ck_assert(r->base_max_err_steps <= 0.5 + 1e-4);
+		ck_assert(r->base_max_err > 0);
+		ck_assert(r->energy_kept >= 1.0 - 1e-12);
+		lin += (uint64_t)r->rows * r->cols;
+		ent += r->ortho_entries;
+	}
+	ck_assert_uint_eq(s->linear_entries, lin);
+	ck_assert_uint_eq(s->ortho_entries, ent);
+}
+
+START_TEST(pack_private_and_read_back)
+{
+	struct ortho_pack_summary s;
+	struct rows_seen rs;
+	struct stat st;
+	unsigned int i;
+	int ret;
+
+	g_group = _i ? 24 : 0;	/* 24: every row ends in a short group */
+	models();
+	ret = pack(in_dir("pub.bin"), in_dir("a.bin"), "tenant-a",
+		   in_dir("keys"), in_dir("out"), 0, 0, &s, &rs);
+	ck_assert_msg(ret == 0, "%d: %s", ret, lg.buf);
+	assert_summary(&s, &rs, count_deltas(&pub, &pa));
+	ck_assert_int_eq(stat(in_dir("keys"), &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	ck_assert_int_eq(stat(in_dir("out/base.orb"), &st), 0);
+	ck_assert_uint_eq(s.base_bytes, (uint64_t)st.st_size);
+	ck_assert_int_eq(tu_count_entries(in_dir("out/ortho")), NL);
+	ck_assert_uint_eq(verify_dir(in_dir("out"), "tenant-a", in_dir("keys"),
+				     &pub, &pa),
+			  count_deltas(&pub, &pa));
+	/* The sparse fine-tune is stored as csr. */
+	ret = pack(in_dir("pub.bin"), in_dir("b.bin"), "tenant-b",
+		   in_dir("keys-b"), in_dir("out-b"), 1.0, 0, &s, &rs);
+	ck_assert_msg(ret == 0, "%d: %s", ret, lg.buf);
+	assert_summary(&s, &rs, count_deltas(&pub, &pb));
+	for (i = 0; i < rs.n; i++)
+		if (rs.r[i].is_linear)
+			ck_assert_str_eq(rs.r[i].encoding, "csr16");
+	ck_assert_uint_eq(verify_dir(in_dir("out-b"), "tenant-b",
+				     in_dir("keys-b"), &pub, &pb),
+			  count_deltas(&pub, &pb));
+	assert_entries(7);
+	g_group = 0;
+	models_free();
+}
+END_TEST
+
+START_TEST(base_is_public_only)
+{
+	struct ortho_pack_summary s1, s2, s3;
+
+	models();
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("k1"), in_dir("o1"), 0, 0, &s1, NULL), 0);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("b.bin"), "b",
+			      in_dir("k2"), in_dir("o2"), 0.5, 0, &s2, NULL), 0);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), NULL, NULL, NULL,
+			      in_dir("o3"), 0, 0, &s3, NULL), 0);
+	ck_assert(same_file(in_dir("o1/base.orb"), in_dir("o2/base.orb")));
+	ck_assert(same_file(in_dir("o1/base.orb"), in_dir("o3/base.orb")));
+	ck_assert_mem_eq(s1.model_id, s2.model_id, 32);
+	ck_assert_mem_eq(s1.model_id, s3.model_id, 32);
+	/* Base only: no shard, no key file. */
+	ck_assert_uint_eq(s3.shards, 0);
+	ck_assert_uint_eq(s3.ortho_entries, 0);
+	ck_assert_int_le(tu_count_entries(in_dir("o3/ortho")), 0);
+	assert_entries(8);
+	models_free();
+}
+END_TEST
+
+START_TEST(second_private_model)
+{
+	struct ortho_pack_summary s;
+	size_t blen;
+	void *base;
+
+	models();
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("k1"), in_dir("out"), 0, 0, &s, NULL), 0);
+	base = slurp(in_dir("out/base.orb"), &blen);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("b.bin"), "b",
+			      in_dir("k2"), in_dir("out"), 0, 0, &s, NULL), 0);
+	ck_assert_uint_eq(s.shards, NL);
+	ck_assert_int_eq(tu_count_entries(in_dir("out/ortho")), 2 * NL);
+	ck_assert_int_eq(tu_write_file(in_dir("base.copy"), base, blen), 0);
+	ck_assert(same_file(in_dir("out/base.orb"), in_dir("base.copy")));
+	ck_assert_uint_eq(verify_dir(in_dir("out"), "a", in_dir("k1"), &pub, &pa),
+			  count_deltas(&pub, &pa));
+	ck_assert_uint_eq(verify_dir(in_dir("out"), "b", in_dir("k2"), &pub, &pb),
+			  count_deltas(&pub, &pb));
+	/* A label already there is refused; nothing changes. */
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("b.bin"), "a",
+			      in_dir("k3"), in_dir("out"), 0, 0, &s, NULL),
+			 -EEXIST);
+	ck_assert(tu_log_has(&lg, "label \"a\" is already"));
+	ck_assert_int_eq(tu_count_entries(in_dir("out/ortho")), 2 * NL);
+	ck_assert(!tu_exists(in_dir("k3")));
+	ck_assert(same_file(in_dir("out/base.orb"), in_dir("base.copy")));
+	assert_entries(7);
+	free(base);
+	models_free();
+}
+END_TEST
+
+START_TEST(other_public_model_refused)
+{
+	struct tmodel p2, c2;
+	struct ortho_pack_summary s;
+	size_t blen;
+	void *base;
+
+	models();
+	model_public(&p2, 64, 9);
+	model_private(&c2, &p2, 10, 0.5);
+	model_write(&p2, in_dir("p2.bin"));
+	model_write(&c2, in_dir("c2.bin"));
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("k1"), in_dir("out"), 0, 0, &s, NULL), 0);
+	base = slurp(in_dir("out/base.orb"), &blen);
+	ck_assert_int_eq(tu_write_file(in_dir("base.copy"), base, blen), 0);
+	free(base);
+	ck_assert_int_eq(pack(in_dir("p2.bin"), in_dir("c2.bin"), "c",
+			      in_dir("k2"), in_dir("out"), 0, 0, &s, NULL),
+			 -EXDEV);
+	ck_assert(tu_log_has(&lg, "holds another Base"));
+	ck_assert(!tu_exists(in_dir("k2")));
+	ck_assert_int_eq(tu_count_entries(in_dir("out/ortho")), NL);
+	ck_assert(same_file(in_dir("out/base.orb"), in_dir("base.copy")));
+	ck_assert_int_eq(pack(in_dir("p2.bin"), NULL, NULL, NULL, in_dir("out"),
+			      0, 0, &s, NULL), -EXDEV);
+	/* The same public model alone: nothing to add, nothing changed. */
+	ck_assert_int_eq(pack(in_dir("pub.bin"), NULL, NULL, NULL, in_dir("out"),
+			      0, 0, &s, NULL), 0);
+	ck_assert_int_eq(tu_count_entries(in_dir("out/ortho")), NL);
+	ck_assert_int_eq(tu_count_entries(in_dir("out")), 2);
+	ck_assert(same_file(in_dir("out/base.orb"), in_dir("base.copy")));
+	assert_entries(8);
+	model_free(&p2);
+	model_free(&c2);
+	models_free();
+}
+END_TEST
+
+/* A private model broken in one way: refused, and nothing written. */
+START_TEST(private_refused)
+{
+	static const struct {
+		const char *tensor;
+		int err;
+		const char *msg;
+	} c[] = {
+		{ "layers.1.ffn_norm", -EINVAL, "layers.1.ffn_norm differs" },
+		{ "tok_embeddings", -EINVAL, "tok_embeddings differs" },
+		{ "layers.0.wv", -EINVAL, "layers.0.wv: NaN at row" },
+		{ "layers.1.w1", -EINVAL, "layers.1.w1: Inf at row" },
+		{ "layers.1.w2", -EDOM, "layers.1.w2: Ortho value at row 0 col 5 overflows FP16" },
+		{ "shape", -EINVAL, "layers.0.w1: shape 48x32" },
+		{ "heads", -EINVAL, "n_heads is 8, the public model's is 4" },
+	};
+	struct tmodel bad;
+
+	models();
+	if (!strcmp(c[_i].tensor, "shape")) {
+		model_public(&bad, 48, 1);
+	} else if (!strcmp(c[_i].tensor, "heads")) {
+		model_private(&bad, &pa, 0, 0.0);
+		g_heads = 8;	/* head size 4, kv_dim 16: the same shapes */
+		g_kv_heads = 4;
+	} else {
+		model_private(&bad, &pa, 0, 0.0);
+		tw(&bad, c[_i].tensor)[5] += 0.5f;
+		if (_i == 1)	/* every differing tensor is named */
+			tw(&bad, "norm")[0] = 2.0f;
+		if (_i == 2)
+			tw(&bad, c[_i].tensor)[40] = NAN;
+		if (_i == 3)
+			tw(&bad, c[_i].tensor)[40] = -INFINITY;
+		if (_i == 4)
+			tw(&bad, c[_i].tensor)[5] = tw(&pub, c[_i].tensor)[5] + 1e5f;
+	}
+	model_write(&bad, in_dir("bad.bin"));
+	g_heads = g_kv_heads = 0;
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("bad.bin"), "x",
+			      in_dir("keys"), in_dir("out"), 0, 0, NULL, NULL),
+			 c[_i].err);
+	if (!tu_log_has(&lg, c[_i].msg))
+		ck_abort_msg("case %d: log lacks \"%s\": %s", _i, c[_i].msg,
+			     lg.buf);
+	if (_i == 1)
+		ck_assert(tu_log_has(&lg, "tensor norm differs"));
+	ck_assert(!tu_exists(in_dir("out")));
+	ck_assert(!tu_exists(in_dir("keys")));
+	assert_entries(4);
+	/* The same check on the public side: Inf in a norm. */
+	if (_i == 3) {
+		tw(&bad, c[_i].tensor)[40] = 0.0f;
+		tw(&bad, "norm")[7] = INFINITY;
+		model_write(&bad, in_dir("bad.bin"));
+		ck_assert_int_eq(pack(in_dir("bad.bin"), NULL, NULL, NULL,
+				      in_dir("out"), 0, 0, NULL, NULL), -EINVAL);
+		ck_assert(tu_log_has(&lg, "tensor norm: Inf at row 0 col 7"));
+		ck_assert(!tu_exists(in_dir("out")));
+	}
+	model_free(&bad);
+	models_free();
+}
+END_TEST
+
+START_TEST(key_file_exists)
+{
+	struct ortho_pack_summary s;
+	struct stat st;
+	size_t len;
+	char *old;
+
+	models();
+	ck_assert_int_eq(tu_write_file(in_dir("keys"), "old\n", 4), 0);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("keys"), in_dir("out"), 0, 0, &s, NULL),
+			 -EEXIST);
+	ck_assert(!tu_exists(in_dir("out")));
+	old = slurp(in_dir("keys"), &len);
+	ck_assert_str_eq(old, "old\n");
+	free(old);
+	assert_entries(4);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("keys"), in_dir("out"), 0,
+			      ORTHO_PACK_FORCE, &s, NULL), 0);
+	ck_assert_int_eq(stat(in_dir("keys"), &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	ck_assert_uint_eq(verify_dir(in_dir("out"), "a", in_dir("keys"), &pub, &pa),
+			  count_deltas(&pub, &pa));
+	models_free();
+}
+END_TEST
+
+static int cmp_desc(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* keep E: the smallest set over the whole model, against a sort. */
+START_TEST(keep_share)
+{
+	static const double keeps[] = { 0.5, 0.9 };
+	double keep = keeps[_i], *e = malloc(NT * 64 * 64 * sizeof(double));
+	struct ortho_pack_summary s;
+	struct rows_seen rs;
+	long double total = 0, acc = 0;
+	uint64_t n = 0, k = 0;
+	size_t j;
+	int i;
+
+	ck_assert_ptr_nonnull(e);
+	models();
+	for (i = 0; i < (int)NT; i++) {
+		for (j = 0; pub.linear[i] && j < (size_t)pub.rows[i] * pub.cols[i]; j++) {
+			float d = pa.w[i][j] - pub.w[i][j];
+
+			e[n] = (double)d * d;
+			total += e[n++];
+		}
+	}
+	qsort(e, n, sizeof(double), cmp_desc);
+	while (acc < keep * total)
+		acc += e[k++];
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("keys"), in_dir("out"), keep, 0, &s, &rs), 0);
+	ck_assert_uint_eq(s.ortho_entries, k);
+	ck_assert(s.energy_kept >= keep && s.energy_kept < keep + 0.01);
+	ck_assert_uint_lt(s.ortho_entries, count_deltas(&pub, &pa));
+	for (i = 0; i < (int)rs.n; i++)
+		ck_assert(rs.r[i].energy_kept >= 0.0 && rs.r[i].energy_kept <= 1.0);
+	free(e);
+	models_free();
+}
+END_TEST
+
+START_TEST(bad_out_dir_and_options)
+{
+	struct ortho_pack_opts o = { .sz = sizeof(o) };
+
+	models();
+	ck_assert_int_eq(mkdir(in_dir("full"), 0755), 0);
+	ck_assert_int_eq(tu_write_file(in_dir("full/x"), "x", 1), 0);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), NULL, NULL, NULL,
+			      in_dir("full"), 0, 0, NULL, NULL), -EEXIST);
+	ck_assert_int_eq(tu_count_entries(in_dir("full")), 1);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), NULL, NULL, NULL,
+			      in_dir("a.bin"), 0, 0, NULL, NULL), -ENOTDIR);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "has blank",
+			      in_dir("k"), in_dir("out"), 0, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a", NULL,
+			      in_dir("out"), 0, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), NULL, "a", NULL,
+			      in_dir("out"), 0, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("k"), in_dir("out"), 1.5, 0, NULL, NULL),
+			 -EINVAL);
+	ck_assert_int_eq(pack(in_dir("none.bin"), NULL, NULL, NULL,
+			      in_dir("out"), 0, 0, NULL, NULL), -ENOENT);
+	ck_assert_int_eq(ortho_pack(ctx, NULL, NULL), -EINVAL);
+	o.public_path = in_dir("pub.bin");
+	ck_assert_int_eq(ortho_pack(ctx, &o, NULL), -EINVAL);
+	assert_entries(4);
+	/* An empty directory is as good as none. */
+	ck_assert_int_eq(mkdir(in_dir("empty"), 0755), 0);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), NULL, NULL, NULL,
+			      in_dir("empty/"), 0, 0, NULL, NULL), 0);
+	ck_assert(tu_exists(in_dir("empty/base.orb")));
+	models_free();
+}
+END_TEST
+
+/* The bundled pair: the figures of tests/data/FIXTURES.md. */
+START_TEST(real_fixture)
+{
+	char *pubp = tu_srcpath("tests/data/stories260K/stories260K.bin");
+	char *privp = tu_srcpath("tests/data/private-a/stories260K-private-a.bin");
+	struct ortho_pack_summary s;
+	struct rows_seen rs;
+	unsigned int i;
+	int ret;
+
+	ret = pack(pubp, privp, "private-a", in_dir("keys"), in_dir("model"),
+		   0, 0, &s, &rs);
+	ck_assert_msg(ret == 0, "%d: %s", ret, lg.buf);
+	ck_assert_uint_eq(s.tensors, 47);
+	ck_assert_uint_eq(s.linear_tensors, 35);
+	ck_assert_uint_eq(s.shards, 5);
+	ck_assert(s.base_max_err_steps <= 0.5 + 1e-4);
+	ck_assert(s.energy_kept >= 1.0 - 1e-12);
+	ck_assert_uint_eq(s.linear_entries, 226560);
+	ck_assert((double)s.ortho_entries / (double)s.linear_entries >= 0.99);
+	for (i = 0; i < rs.n; i++) {
+		ck_assert(rs.r[i].base_max_err_steps <= 0.5 + 1e-4);
+		if (rs.r[i].is_linear)
+			ck_assert(rs.r[i].density >= 0.95);
+	}
+	ck_assert_int_eq(tu_count_entries(in_dir("model/ortho")), 5);
+	free(pubp);
+	free(privp);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pack_model");
+	TCase *tc = tcase_create("synthetic");
+	TCase *tf = tcase_create("fixture");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, pack_private_and_read_back, 0, 2);
+	tcase_add_test(tc, base_is_public_only);
+	tcase_add_test(tc, second_private_model);
+	tcase_add_test(tc, other_public_model_refused);
+	tcase_add_loop_test(tc, private_refused, 0, 7);
+	tcase_add_test(tc, key_file_exists);
+	tcase_add_loop_test(tc, keep_share, 0, 2);
+	tcase_add_test(tc, bad_out_dir_and_options);
+	suite_add_tcase(s, tc);
+
+	tcase_add_checked_fixture(tf, setup, teardown);
+	tcase_set_timeout(tf, 60);
+	tcase_add_test(tf, real_fixture);
+	suite_add_tcase(s, tf);
+
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
 }

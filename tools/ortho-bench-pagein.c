@@ -96,7 +96,7 @@ static void pagein_usage(FILE *f)
 	fprintf(f,
 		"usage: ortho-bench pagein --size SIZE [options]\n"
 		"  --size SIZE       shard plaintext (4K to 64G; K, M, G suffixes)\n"
-		"  --runs N          rounds; figures are medians (default 7)\n"
+		"  --runs N          rounds; figures are medians (default 11)\n"
 		"  --threads N       decrypt workers (default: online CPUs)\n"
 		"  --queue-depth N   reads in flight (default %u)\n"
 		"  --staging MIB     staging per page-in, MiB (default %u)\n"
@@ -485,7 +485,7 @@ static void print_text(struct pagein *b, const double med[NMEAS],
 
 int bench_pagein(int argc, char **argv)
 {
-	struct pagein b = { .op = { .runs = 7 } };
+	struct pagein b = { .op = { .runs = 11 } };
 	struct stream_info si;
 	double med[NMEAS];
 	int ret;

@@ -120,8 +120,9 @@ static void report_fn(void *user, const struct ortho_pack_tensor_report *r)
 	       dens, r->encoding, energy);
 }
 
-static void print_summary(const struct tool *t, const struct ortho_pack_summary *s,
-			  const char *dir, const char *label)
+static void print_summary(const struct tool *t,
+			  const struct ortho_pack_summary *s, const char *dir,
+			  const char *label)
 {
 	char id[17];
 	int i;

@@ -455,7 +455,10 @@ int llama_forward(struct llama *l, const int *tok, uint32_t n, uint32_t pos)
 		       dim * sizeof(float));
 	}
 	for (li = 0; li < l->cfg.n_layers; li++) {
-		ret = attention_block(l, li, n, pos);
+		/* The next layers' shards load while this one computes. */
+		ret = ortho_model_prefetch(l->model, li, l->cfg.n_layers);
+		if (!ret)
+			ret = attention_block(l, li, n, pos);
 		if (!ret)
 			ret = ffn_block(l, li, n);
 		if (ret)

@@ -31,6 +31,7 @@ struct run_opts {
 	unsigned long steps;
 	double temperature;
 	uint64_t seed;
+	uint64_t budget;
 };
 
 struct run {
@@ -58,6 +59,8 @@ static void usage(FILE *f)
 	      "  --strict         fail when a shard cannot be used\n"
 	      "  --threads N      compute threads (default: one per CPU)\n"
 	      "  --backend B      auto, cpu or cuda[:N]\n"
+	      "  --budget BYTES   resident Ortho at most (K, M, G suffixes);\n"
+	      "                   shards are paged in and out (default: all)\n"
 	      "  --verbose        report the shards in use\n", f);
 }
 
@@ -81,6 +84,31 @@ static int parse_ulong(const char *s, unsigned long max, unsigned long *v)
 	errno = 0;
 	*v = strtoul(s, &end, 10);
 	return errno || end == s || *end || *s == '-' || *v > max ? -1 : 0;
+}
+
+/* "64M", "1G", "65536": bytes, binary multiples. */
+static int parse_bytes(const char *s, uint64_t *v)
+{
+	unsigned long long n;
+	char *end;
+	int sh = 0;
+
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return -1;
+	if (*end == 'K' || *end == 'k')
+		sh = 10;
+	else if (*end == 'M' || *end == 'm')
+		sh = 20;
+	else if (*end == 'G' || *end == 'g')
+		sh = 30;
+	if (sh)
+		end++;
+	if (*end || !n || n > (~0ull >> sh))
+		return -1;
+	*v = (uint64_t)n << sh;
+	return 0;
 }
 
 static int parse_opt(struct run_opts *o, int c, const char *arg)
@@ -117,6 +145,11 @@ static int parse_opt(struct run_opts *o, int c, const char *arg)
 			return usage_err("--temperature wants 0..100, not '%s'",
 					 arg);
 		break;
+	case 'B':
+		if (parse_bytes(arg, &o->budget))
+			return usage_err("--budget wants a positive size in "
+					 "bytes (K, M, G), not '%s'", arg);
+		break;
 	case 'r':
 		if (parse_ulong(arg, ~0ul, &v))
 			return usage_err("--seed wants a number, not '%s'",
@@ -147,6 +180,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "steps", required_argument, NULL, 's' },
 		{ "temperature", required_argument, NULL, 'T' },
 		{ "seed", required_argument, NULL, 'r' },
+		{ "budget", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -206,17 +240,22 @@ static void report_shards(const struct run *r)
 {
 	unsigned int i, n = ortho_model_shard_count(r->model), used = 0;
 	struct ortho_shard_info si = { .sz = sizeof(si) };
+	int paged;
 
 	if (!r->o.verbose || r->o.no_ortho)
 		return;
 	for (i = 0; i < n; i++) {
 		if (ortho_shard_info_get(r->model, i, &si))
 			continue;
-		used += si.state == ORTHO_SHARD_RESIDENT;
+		/* Under a budget, a shard paged out is in use all the same. */
+		paged = r->o.budget && si.state == ORTHO_SHARD_ABSENT &&
+			(!r->o.label || !strcmp(si.label, r->o.label));
+		used += si.state == ORTHO_SHARD_RESIDENT || paged;
 		fprintf(stderr, "ortho-run: shard %s label %s layer %d: %s\n",
 			si.id, si.label[0] ? si.label : "-",
 			si.layer == UINT32_MAX ? -1 : (int)si.layer,
 			si.state == ORTHO_SHARD_RESIDENT ? "in use" :
+			paged ? "in use (paged out)" :
 			si.state == ORTHO_SHARD_NO_KEY ? "no key" :
 			si.state == ORTHO_SHARD_FAILED ?
 			ortho_strerror(si.error) : "not used");
@@ -232,6 +271,7 @@ static int open_all(struct run *r)
 		.threads = r->o.threads,
 		.log_fn = log_cb,
 		.log_level = r->o.verbose ? ORTHO_LOG_INFO : ORTHO_LOG_WARNING,
+		.ortho_budget = r->o.budget,
 	};
 	struct ortho_model_opts mo = {
 		.sz = sizeof(mo),

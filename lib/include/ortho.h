@@ -327,6 +327,25 @@ ORTHO_API int ortho_shard_info_get(const struct ortho_model *model,
 ORTHO_API int ortho_model_drop_shard(struct ortho_model *model,
 				     const char *id);
 
+/**
+ * ortho_model_prefetch() - say which layers the next ops will use: layers
+ * @layer, @layer + 1, ... (@count of them, wrapping around after the last),
+ * soonest first. Their shards are loaded in the background in that order,
+ * as far ahead as the Ortho budget allows, making room by evicting shards
+ * no op is using: of layers outside the hint first, then those needed
+ * after the one being loaded, furthest first. Each call replaces the
+ * previous hint; calling it with all layers at the start of each layer
+ * keeps the next ones coming while that layer computes. An op never waits
+ * for a prefetch of a shard it does not need.
+ * @model: the model.
+ * @layer: the first layer (0 .. n_layers - 1).
+ * @count: how many layers; more than n_layers means all of them.
+ *
+ * Return: 0, -EINVAL for a bad @layer, -ENOMEM.
+ */
+ORTHO_API int ortho_model_prefetch(struct ortho_model *model, uint32_t layer,
+				   uint32_t count);
+
 /* ---- packing ---- */
 
 enum ortho_pack_flags {

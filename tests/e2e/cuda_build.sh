@@ -19,9 +19,12 @@ if [ ! -x "$CUDA_HOME/bin/nvcc" ] || [ ! -f "$CUDA_HOME/include/cuda.h" ]; then
 fi
 grep -q '^#define HAVE_CUDA 1' "$BUILD/config.h" ||
 	fail "$BUILD/config.h: CUDA toolkit present but HAVE_CUDA unset"
-shlib=$(ls "$BUILD"/lib/libortho-rt.so.*.*.* | head -n 1)
+shlibs=("$BUILD"/lib/libortho-rt.so.*.*.*)
+shlib=${shlibs[0]}
 stlib=$BUILD/lib/libortho-rt.a
-[ -f "$shlib" ] && [ -f "$stlib" ] || fail "libraries not built in $BUILD/lib"
+if [ ! -f "$shlib" ] || [ ! -f "$stlib" ]; then
+	fail "libraries not built in $BUILD/lib"
+fi
 
 stlib_abs=$(realpath "$stlib")
 tmp=$(mktemp -d)
@@ -67,7 +70,7 @@ for lib in "$shlib" "$stlib"; do
 	objcopy -O binary --only-section=.nv_fatbin "$obj" "$tmp/fatbin"
 	entries=$(list_fatbin "$lib")
 	echo "$lib:"
-	echo "$entries" | sed 's/^/  /'
+	while read -r e; do echo "  $e"; done <<<"$entries"
 	for want in "ELF sm_80" "ELF sm_90" "PTX compute_90"; do
 		echo "$entries" | grep -qx "$want" || fail "$lib: no $want"
 	done

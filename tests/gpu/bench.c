@@ -5,7 +5,9 @@
  * Built with the tests when the CUDA toolkit is there (cuda.mk), run by
  * tests/gpu/run.sh; exit 77 without a device.
  *
- *   build/tests/gpu-bench [--quick]
+ *   build/tests/gpu-bench [--quick | --probe]
+ *
+ * --probe only says whether the cuda backend starts (exit 0 or 77).
  *
  * Columns: kernel time per op (no host copies), the bytes it must move
  * (weights, scales, Ortho, x, y) per second, that as a share of the
@@ -127,11 +129,12 @@ static int row(struct ortho_ctx *ctx, struct ok_pool *pool, struct shape s,
 	op[0] = &o;
 	x = malloc((size_t)ntok * s.cols * sizeof(float));
 	y = malloc((size_t)ntok * s.rows * sizeof(float));
-	if (!x || !y)
-		return -ENOMEM;
-	for (k = 0; k < (size_t)ntok * s.cols; k++)
+	ret = x && y ? 0 : -ENOMEM;
+	for (k = 0; !ret && k < (size_t)ntok * s.cols; k++)
 		x[k] = (float)(rnd() % 2001) * 1e-3f - 1.0f;
-	ret = cuda_bench_gemv(ctx, &m, op, with_ortho, x, y, ntok, 10, &t);
+	if (!ret)
+		ret = cuda_bench_gemv(ctx, &m, op, with_ortho, x, y, ntok, 10,
+				      &t);
 	if (!ret) {
 		iters = t > 0 ? (unsigned int)(0.1 / t) : 2000;
 		iters = iters < 20 ? 20 : iters > 2000 ? 2000 : iters;
@@ -182,6 +185,8 @@ int main(int argc, char **argv)
 		printf("SKIP: no CUDA backend: %s\n", ortho_strerror(ret));
 		return 77;
 	}
+	if (argc > 1 && !strcmp(argv[1], "--probe"))
+		goto out;
 	ret = cuda_device_describe(ctx, desc, sizeof(desc));
 	if (!ret)
 		ret = cuda_copy_bandwidth(ctx, (size_t)1 << 30, quick ? 3 : 20,

@@ -39,9 +39,12 @@ fail() {
 if [ -n "${ORTHO_KMOD_KERNEL:-}" ]; then
 	kernel=$ORTHO_KMOD_KERNEL
 else
-	kernel=$(ls -1 /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -n 1)
+	kernel=$(find /boot -maxdepth 1 -name 'vmlinuz-*-amd64' 2>/dev/null |
+		sort -V | tail -n 1)
 fi
-[ -n "$kernel" ] && [ -f "$kernel" ] || skip "no kernel image (/boot/vmlinuz-*-amd64; apt-get install linux-image-amd64)"
+if [ -z "$kernel" ] || [ ! -f "$kernel" ]; then
+	skip "no kernel image (/boot/vmlinuz-*-amd64; apt-get install linux-image-amd64)"
+fi
 [ -r "$kernel" ] || skip "$kernel is not readable by $(id -un)"
 kver=${kernel##*/vmlinuz-}
 kdir=${ORTHO_KMOD_KDIR:-/usr/src/linux-headers-$kver}
@@ -63,9 +66,11 @@ mkdir -p "$work" || fail "cannot create $work"
 # concurrent "make kmod".
 src="$work/src"
 rm -rf "$src"
-mkdir -p "$src" && cp -R "$root/kmod" "$src/kmod" && cp "$root/Kbuild" "$src/Kbuild" ||
+if ! mkdir -p "$src/kmod/uapi" || ! cp "$root/Kbuild" "$src/Kbuild" ||
+   ! cp "$root"/kmod/Kbuild "$root"/kmod/*.c "$root"/kmod/*.h "$src/kmod/" ||
+   ! cp "$root"/kmod/uapi/*.h "$src/kmod/uapi/"; then
 	fail "cannot copy the module sources"
-rm -f "$src"/kmod/*.o "$src"/kmod/*.ko "$src"/kmod/.*.cmd "$src"/kmod/*.mod*
+fi
 sparse_flag=C=2
 if ! command -v sparse >/dev/null 2>&1; then
 	echo "kmod: sparse not found (apt-get install sparse): W=1 only"
@@ -92,12 +97,13 @@ fi
 cc=${CC:-cc}
 cflags="-std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wformat=2 -Wvla -Wno-unused-parameter -Werror"
-t="$root/tests/kmod"
+t=tests/kmod
+cd "$root" || fail "cd $root"
 # shellcheck disable=SC2086
-$cc $cflags -static -o "$work/kmod_test" "$t/kmod_test.c" "$t/kmod_test_revoke.c" \
-	"$t/kt_util.c" || fail "building kmod_test"
+$cc $cflags -static -o "$work/kmod_test" $t/kmod_test.c $t/kmod_test_revoke.c \
+	$t/kt_util.c || fail "building kmod_test"
 # shellcheck disable=SC2086
-$cc $cflags -static -o "$work/runas" "$t/runas.c" || fail "building runas"
+$cc $cflags -static -o "$work/runas" $t/runas.c || fail "building runas"
 "$t/mkinitramfs.sh" "$work/initramfs.cpio.gz" "$ko" "$busybox" "$t/init.sh" \
 	"$work/kmod_test" "$work/runas" || fail "building the initramfs"
 "$work/kmod_test" --list | awk '{ print $2 }' >"$work/expected" || fail "kmod_test --list"
@@ -130,7 +136,11 @@ elif [ $qrc -ne 0 ]; then
 	echo "FAIL: qemu exited with $qrc"
 	status=1
 fi
-grep -q '^ORTHO-KMOD-DONE' "$c" || { echo "FAIL: no ORTHO-KMOD-DONE marker"; status=1; }
+if ! grep -q '^ORTHO-KMOD-DONE' "$c"; then
+	echo "FAIL: no ORTHO-KMOD-DONE marker; the console ends with:"
+	tail -n 40 "$c"
+	status=1
+fi
 grep -q '^FAIL: ' "$c" && status=1
 pass=0 missing=0
 while read -r name; do
@@ -142,7 +152,8 @@ while read -r name; do
 		status=1
 	fi
 done <"$work/expected"
-oops='BUG:|Oops|WARNING:|Call Trace|Kernel panic|general protection fault|UBSAN|KASAN|refcount_t|list_(add|del) corruption|blocked for more than|kernel BUG|RIP: '
+oops='BUG:|Oops|WARNING:|Call Trace|Kernel panic|general protection fault'
+oops="$oops|UBSAN|KASAN|refcount_t|list_(add|del) corruption|blocked for more than|RIP: "
 if grep -E "$oops" "$c" >"$work/oops.txt"; then
 	echo "FAIL: the kernel log shows an oops, BUG or WARNING:"
 	sed -n '1,40p' "$work/oops.txt"
