@@ -77,11 +77,11 @@ if ! command -v sparse >/dev/null 2>&1; then
 	sparse_flag=C=0
 fi
 echo "kmod: building ortho.ko for $kver (W=1 $sparse_flag)"
-if ! make -C "$kdir" M="$src" W=1 $sparse_flag modules >"$work/build.log" 2>&1; then
+if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -C "$kdir" M="$src" W=1 $sparse_flag modules >"$work/build.log" 2>&1; then
 	cat "$work/build.log"
 	fail "module build"
 fi
-if grep -Ei 'warning|error' "$work/build.log" | grep -v 'Skipping BTF' >"$work/lint.log"; then
+if grep -Ei 'warning|error' "$work/build.log" | grep -v -e 'Skipping BTF' -e 'jobserver unavailable' >"$work/lint.log"; then
 	cat "$work/lint.log"
 	fail "the module build or sparse reported the lines above"
 fi
