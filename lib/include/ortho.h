@@ -61,6 +61,25 @@ struct ortho_ctx_opts {
 	int log_level;
 	/* Byte budget for resident Ortho shards; 0 means no limit. */
 	uint64_t ortho_budget;
+	/*
+	 * Key authority (orthod): "unix:PATH". NULL means $ORTHO_AUTHORITY,
+	 * else /run/ortho/orthod.sock when that exists, else none; "none"
+	 * turns it off. Models opened without a key file get their keys
+	 * from it, report what is resident, and obey its revocations.
+	 */
+	const char *authority;
+	unsigned int flags;		/* enum ortho_ctx_flags */
+};
+
+enum ortho_ctx_flags {
+	/*
+	 * Revocation notices are handled by the application: it polls
+	 * ortho_ctx_get_event_fd() and calls ortho_ctx_process_events().
+	 * Without this flag a thread of the library's own handles them.
+	 */
+	ORTHO_CTX_EVENTS_POLLED = 1u << 0,
+	/* Fail ortho_ctx_new() when the authority cannot be reached. */
+	ORTHO_CTX_AUTHORITY_REQUIRED = 1u << 1,
 };
 
 /**
@@ -97,6 +116,27 @@ ORTHO_API const char *ortho_ctx_get_backend(const struct ortho_ctx *ctx);
 ORTHO_API unsigned int ortho_ctx_get_threads(const struct ortho_ctx *ctx);
 
 /**
+ * ortho_ctx_get_event_fd() - a descriptor that polls readable (POLLIN)
+ * when a revocation notice waits (with ORTHO_CTX_EVENTS_POLLED).
+ * @ctx: the context.
+ *
+ * Return: the descriptor (owned by the context), or -ENOTCONN when the
+ * context has no authority.
+ */
+ORTHO_API int ortho_ctx_get_event_fd(struct ortho_ctx *ctx);
+
+/**
+ * ortho_ctx_process_events() - handle every waiting revocation notice:
+ * evict the shard from every model of the context, wipe its device,
+ * staging and key copies, and acknowledge. An ortho_linear() in flight
+ * finishes first; the next one runs without the shard.
+ * @ctx: the context.
+ *
+ * Return: the number of notices handled, or -errno.
+ */
+ORTHO_API int ortho_ctx_process_events(struct ortho_ctx *ctx);
+
+/**
  * ortho_strerror() - a short description of a negative errno as this
  * library uses it (-EBADMSG: "authentication failed", ...).
  * @err: a negative errno.
@@ -110,7 +150,11 @@ ORTHO_API const char *ortho_strerror(int err);
 enum ortho_model_flags {
 	/* Open Base only: no shard is read or decrypted. */
 	ORTHO_MODEL_NO_ORTHO = 1u << 0,
-	/* Fail the open when a shard cannot be used for any reason. */
+	/*
+	 * Fail the open when a shard's file fails a check (header, model
+	 * id, wrong key, a tampered chunk). A shard whose key is simply not
+	 * held (NO_KEY) is still skipped with a warning.
+	 */
 	ORTHO_MODEL_STRICT = 1u << 1,
 	/* Skip the SHA-256 check of base.orb against its model id. */
 	ORTHO_MODEL_NO_VERIFY = 1u << 2,
