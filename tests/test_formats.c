@@ -27,28 +27,17 @@ static char *dir;
 
 static void setup(void)
 {
-	tu_log_clear(&lg);
-	ctx = tu_ctx(&lg);
-	ck_assert_ptr_nonnull(ctx);
-	dir = tu_mkdtemp("formats");
-	ck_assert_ptr_nonnull(dir);
+	tu_fixture_setup(&lg, &ctx, &dir, "formats");
 }
 
 static void teardown(void)
 {
-	ortho_ctx_free(ctx);
-	tu_rmrf(dir);
-	free(dir);
+	tu_fixture_teardown(ctx, dir);
 }
 
 static const char *in_dir(const char *name)
 {
-	static char buf[2][4096];
-	static int k;
-
-	k ^= 1;
-	snprintf(buf[k], sizeof(buf[k]), "%s/%s", dir, name);
-	return buf[k];
+	return tu_path_in(dir, name);
 }
 
 static void patch(const char *path, uint64_t off, const void *p, size_t n)

@@ -48,18 +48,12 @@ static char *dir;
 
 static void setup(void)
 {
-	tu_log_clear(&lg);
-	ctx = tu_ctx(&lg);
-	ck_assert_ptr_nonnull(ctx);
-	dir = tu_mkdtemp("pack");
-	ck_assert_ptr_nonnull(dir);
+	tu_fixture_setup(&lg, &ctx, &dir, "pack");
 }
 
 static void teardown(void)
 {
-	ortho_ctx_free(ctx);
-	tu_rmrf(dir);
-	free(dir);
+	tu_fixture_teardown(ctx, dir);
 }
 
 static const char *in_dir(const char *name)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <check.h>
 
 #include "testutil.h"
 
@@ -164,12 +165,40 @@ struct ortho_ctx *tu_ctx(struct tu_log *l)
 		.log_fn = tu_log_fn,
 		.log_user = l,
 		.log_level = ORTHO_LOG_DEBUG,
+		.authority = "none",	/* never the host's orthod */
 	};
 	struct ortho_ctx *ctx = NULL;
 
 	if (ortho_ctx_new(&o, &ctx))
 		return NULL;
 	return ctx;
+}
+
+void tu_fixture_setup(struct tu_log *lg, struct ortho_ctx **ctx, char **dir,
+		      const char *tag)
+{
+	tu_log_clear(lg);
+	*ctx = tu_ctx(lg);
+	ck_assert_ptr_nonnull(*ctx);
+	*dir = tu_mkdtemp(tag);
+	ck_assert_ptr_nonnull(*dir);
+}
+
+void tu_fixture_teardown(struct ortho_ctx *ctx, char *dir)
+{
+	ortho_ctx_free(ctx);
+	tu_rmrf(dir);
+	free(dir);
+}
+
+const char *tu_path_in(const char *dir, const char *name)
+{
+	static __thread char buf[2][4096];
+	static __thread int k;
+
+	k ^= 1;
+	snprintf(buf[k], sizeof(buf[k]), "%s/%s", dir, name);
+	return buf[k];
 }
 
 uint64_t tu_rand(uint64_t *s)

@@ -36,6 +36,16 @@ void tu_log_clear(struct tu_log *l);
 /* A context on the CPU backend logging into @l (may be NULL). */
 struct ortho_ctx *tu_ctx(struct tu_log *l);
 
+/*
+ * The fixture most programs share: @lg cleared, a context logging into
+ * it, a fresh directory tagged @tag. Fails the test when any is missing.
+ */
+void tu_fixture_setup(struct tu_log *lg, struct ortho_ctx **ctx, char **dir,
+		      const char *tag);
+void tu_fixture_teardown(struct ortho_ctx *ctx, char *dir);
+/* "@dir/@name" in one of two rotating static buffers. */
+const char *tu_path_in(const char *dir, const char *name);
+
 /* Deterministic pseudo-random numbers (xorshift64*). */
 uint64_t tu_rand(uint64_t *state);
 /* Uniform in [-1, 1). */
