@@ -74,8 +74,37 @@ static unsigned int conns_of(const struct orthod *d, uid_t uid)
 	unsigned int n = 0;
 
 	for (c = d->conns; c; c = c->next)
-		n += c->peer.uid == uid;
+		n += c->peer.uid == uid && !c->uncounted;
 	return n;
+}
+
+/* Holds no key and no bytes, and no revocation answers to it. */
+static int conn_idle(struct orthod *d, const struct conn *c)
+{
+	return !c->dead && !c->nkeys && !c->nholds && !revoke_waits_for(d, c);
+}
+
+/*
+ * At a limit, the oldest idle connection (of @uid when it is that uid's
+ * limit) makes room, so a peer that opens connections and sits on them
+ * cannot lock out the admin or anyone else. Marked dead, freed at the reap.
+ * Return: 0 when room was made, else -EMFILE.
+ */
+static int make_room(struct orthod *d, uid_t uid, int own)
+{
+	struct conn *c, *victim = NULL;
+
+	for (c = d->conns; c; c = c->next)
+		if ((!own || c->peer.uid == uid) && conn_idle(d, c))
+			victim = c;	/* the list is newest first */
+	if (!victim)
+		return -EMFILE;
+	dlog(LOG_NOTICE, "connection limit: dropping an idle connection of pid %d uid %u",
+	     (int)victim->peer.pid, (unsigned int)victim->peer.uid);
+	victim->dead = 1;
+	d->nconns--;
+	victim->uncounted = 1;
+	return 0;
 }
 
 static int conn_new(struct orthod *d, int fd)
@@ -87,8 +116,10 @@ static int conn_new(struct orthod *d, int fd)
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len))
 		return -errno;
-	if (d->nconns >= d->max_conns ||
-	    (cred.uid && conns_of(d, cred.uid) >= d->max_conns_uid))
+	if (cred.uid && conns_of(d, cred.uid) >= d->max_conns_uid &&
+	    make_room(d, cred.uid, 1))
+		return -EMFILE;
+	if (d->nconns >= d->max_conns && make_room(d, cred.uid, 0))
 		return -EMFILE;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -147,10 +178,11 @@ void conn_accept(struct orthod *d)
 	}
 }
 
-static void wipe_payload(struct conn *c)
+static void wipe_payload(struct orthod *d, struct conn *c)
 {
 	if (c->payload != c->inl) {
 		secmem_free(c->payload, c->h.length);
+		d->big_bytes -= c->h.length;
 		c->payload = c->inl;
 	} else {
 		explicit_bzero(c->inl, sizeof(c->inl));
@@ -320,12 +352,19 @@ static int header_done(struct orthod *d, struct conn *c)
 		return ret;
 	}
 	if (c->h.length > sizeof(c->inl)) {
+		/* Large payloads are locked memory: bound them all together. */
+		if (d->big_bytes + c->h.length > ORTHOD_BIG_MAX) {
+			conn_error(d, c, c->h.req_id, -EBUSY,
+				   "too many large requests at once; retry");
+			return -EBUSY;
+		}
 		c->payload = secmem_alloc(c->h.length);
 		if (!c->payload) {
 			c->payload = c->inl;
 			conn_error(d, c, c->h.req_id, -ENOMEM, "out of memory");
 			return -ENOMEM;
 		}
+		d->big_bytes += c->h.length;
 	}
 	return 0;
 }
@@ -386,7 +425,7 @@ static void conn_read(struct orthod *d, struct conn *c)
 			return;
 		}
 		ret = client_request(d, c);
-		wipe_payload(c);
+		wipe_payload(d, c);
 		if (ret)
 			conn_fail(d, c);
 	}
@@ -421,14 +460,15 @@ void conn_close(struct orthod *d, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	reg_free(c);
-	wipe_payload(c);
+	wipe_payload(d, c);
 	if (c->out) {
 		explicit_bzero(c->out, c->out_cap);
 		free(c->out);
 	}
 	free(c->peer.groups);
+	if (!c->uncounted)
+		d->nconns--;
 	free(c);
-	d->nconns--;
 }
 
 void conn_reap(struct orthod *d)

@@ -253,14 +253,20 @@ static void ks_sweep(struct keystore *ks)
 
 /*
  * A fresh KEK: written durably under its own name, made current only once
- * the keystore wrapped under it is durable; then the old one is destroyed.
+ * the keystore wrapped under it is durable. The old one is destroyed by
+ * ks_destroy_old_kek(), which a revocation calls once its notices are out
+ * so that the holders' wipes and this overlap; a crash in between leaves
+ * it to ks_sweep() at the next start.
  */
 static int ks_rotate(struct keystore *ks)
 {
 	uint8_t *kek, id[16];
-	char name[40], old[40];
+	char name[40];
 	int ret;
 
+	ret = ks_destroy_old_kek(ks);
+	if (ret)
+		return ret;
 	kek = secmem_alloc(PROTO_KEY_SIZE);
 	if (!kek)
 		return -ENOMEM;
@@ -277,17 +283,37 @@ static int ks_rotate(struct keystore *ks)
 		file_wipe_unlink(ks->dirfd, name);
 		goto fail;
 	}
-	kek_name(ks->kek_id, old);
+	/* A new state directory has no KEK before its first. */
+	memcpy(ks->old_kek_id, ks->kek_id, 16);
+	ks->old_kek = ks->have_kek;
+	ks->have_kek = 1;
 	secmem_free(ks->kek, PROTO_KEY_SIZE);
 	ks->kek = kek;
 	memcpy(ks->kek_id, id, 16);
-	if (strcmp(old, name) && file_wipe_unlink(ks->dirfd, old))
-		dlog(LOG_WARNING, "keystore: could not destroy the old KEK %s", old);
-	dir_sync(ks->dirfd);
 	return 0;
 fail:
 	secmem_free(kek, PROTO_KEY_SIZE);
 	return ret;
+}
+
+int ks_destroy_old_kek(struct keystore *ks)
+{
+	char old[40];
+	int ret;
+
+	if (!ks->old_kek)
+		return 0;
+	kek_name(ks->old_kek_id, old);
+	ret = file_wipe_unlink(ks->dirfd, old);
+	if (!ret)
+		ret = dir_sync(ks->dirfd);
+	if (ret) {
+		dlog(LOG_WARNING, "keystore: could not destroy the old KEK %s: %s",
+		     old, strerror(-ret));
+		return ret;
+	}
+	ks->old_kek = 0;
+	return 0;
 }
 
 static int ks_load(struct keystore *ks, const uint8_t *file, size_t len)
@@ -375,6 +401,7 @@ int ks_open(struct keystore *ks, int dirfd)
 	if (!ret)
 		ret = ks_load(ks, file, len);
 	free(file);
+	ks->have_kek = !ret;
 	if (!ret)
 		ks_sweep(ks);
 	return ret;
@@ -483,27 +510,20 @@ int ks_mark_revoking(struct keystore *ks, struct shard **s, size_t n)
 	return ret;
 }
 
-int ks_mark_revoked(struct keystore *ks, struct shard **s, size_t n)
+size_t ks_set_revoked(struct keystore *ks, struct shard **s, size_t n)
 {
 	size_t i, changed = 0;
-	uint8_t *was;
-	int ret;
 
-	was = calloc(n ? n : 1, 1);
-	if (!was)
-		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		if (s[i]->state == PROTO_SHARD_REVOKING) {
+		if (s[i] && s[i]->state == PROTO_SHARD_REVOKING) {
 			s[i]->state = PROTO_SHARD_REVOKED;
-			was[i] = 1;
 			changed++;
 		}
 	}
-	ret = changed ? ks_write(ks, ks->kek, ks->kek_id) : 0;
-	if (ret)
-		for (i = 0; i < n; i++)
-			if (was[i])
-				s[i]->state = PROTO_SHARD_REVOKING;
-	free(was);
-	return ret;
+	return changed;
+}
+
+int ks_sync(struct keystore *ks)
+{
+	return ks_write(ks, ks->kek, ks->kek_id);
 }

@@ -178,11 +178,12 @@ static void who(const struct conn *c, char *out, size_t cap)
 static int refuse_key(struct orthod *d, struct conn *c, const char *hex,
 		      int err, const char *why)
 {
-	char w[128];
+	char w[128], reason[64];
 
 	who(c, w, sizeof(w));
+	audit_val(why, reason, sizeof(reason));	/* one k=v token */
 	audit_log(&d->audit, "key-denied", "shard=%s %s reason=%s", hex, w,
-		  why);
+		  reason);
 	return conn_error(d, c, c->h.req_id, err, "shard %s: %s", hex, why);
 }
 

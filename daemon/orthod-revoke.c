@@ -154,7 +154,7 @@ static void audit_outcome(struct orthod *d, struct revoke_op *op,
 
 static void finish(struct orthod *d, struct revoke_op *op)
 {
-	size_t i, ok = 0, busy = 0, gone = 0;
+	size_t i, ok = 0, busy = 0, gone = 0, changed;
 	struct shard **s;
 	struct pbuf b;
 
@@ -182,21 +182,26 @@ static void finish(struct orthod *d, struct revoke_op *op)
 	op->timer.fd = -1;
 	op->done = 1;
 	audit_outcome(d, op, ok, busy, gone);
-
+	/*
+	 * The keys left the keystore durably at the start; what remains is the
+	 * revoking -> revoked mark. The admin hears first: a crash before the
+	 * mark reaches the disk leaves "revoking", which the next start
+	 * completes, and either state refuses the key.
+	 */
 	s = calloc(op->nids, sizeof(*s));
 	for (i = 0; s && i < op->nids; i++)
 		s[i] = ks_find(&d->ks, op->ids[i]);
-	if (!s || ks_mark_revoked(&d->ks, s, op->nids))
+	changed = s ? ks_set_revoked(&d->ks, s, op->nids) : 0;
+	free(s);
+	if (op->admin) {
+		pbuf_init(&b, NULL, 0, 1);
+		put_result(d, op, &b);
+		conn_send_pbuf(d, op->admin, &b);
+		pbuf_release(&b);
+	}
+	if (changed && ks_sync(&d->ks))
 		dlog(LOG_WARNING, "revoke %" PRIu64 ": the final state is not on disk yet (the next start completes it)",
 		     op->id);
-	free(s);
-
-	if (!op->admin)
-		return;
-	pbuf_init(&b, NULL, 0, 1);
-	put_result(d, op, &b);
-	conn_send_pbuf(d, op->admin, &b);
-	pbuf_release(&b);
 }
 
 static void settle(struct orthod *d, struct waiter *w, uint8_t outcome,
@@ -353,9 +358,15 @@ int revoke_start(struct orthod *d, struct conn *c,
 				  ret == -ENOENT ? "no such shard or label" :
 				  "out of memory");
 	}
-	op->id = d->next_revoke_id++;
-	audit_request(d, c, op, r);
+	/*
+	 * Durable first: once the log says "requested", the key is gone from
+	 * the disk, so a crash anywhere after leaves no record of a request
+	 * whose key could still be handed out. The revocation's id is the
+	 * number of that record, unique across restarts.
+	 */
 	ret = make_durable(d, op);
+	op->id = d->audit.seq + 1;
+	audit_request(d, c, op, r);
 	if (!ret)
 		ret = add_waiters(d, op);
 	if (!ret && op->nw)
@@ -372,32 +383,44 @@ int revoke_start(struct orthod *d, struct conn *c,
 	d->revokes = op;
 	for (i = 0; i < op->nw; i++)
 		send_notice(d, op->w[i].c, op->w[i].id, op->id, r->timeout_ms);
+	/* While the holders wipe: the replaced KEK's blocks become useless. */
+	ks_destroy_old_kek(&d->ks);
 	if (!op->nw)
 		finish(d, op);
 	return 0;
+}
+
+/* Does @w wait for @c's answer to @a? A wipe answers every revocation of
+ * the shard (two admins may revoke it at once); a failure only its own. */
+static int ack_matches(const struct revoke_op *op, const struct waiter *w,
+		       const struct conn *c, const struct proto_ack *a)
+{
+	if (op->done || w->c != c || w->outcome ||
+	    memcmp(w->id, a->id, PROTO_ID_SIZE))
+		return 0;
+	return !a->status || op->id == a->revoke_id;
 }
 
 void revoke_ack(struct orthod *d, struct conn *c, const struct proto_ack *a)
 {
 	struct revoke_op *op;
 	struct shard *s;
-	size_t i;
+	size_t i, n = 0;
 
-	for (op = d->revokes; op; op = op->next) {
-		if (op->done || op->id != a->revoke_id)
-			continue;
-		for (i = 0; i < op->nw; i++) {
-			struct waiter *w = &op->w[i];
-
-			if (w->c != c || w->outcome ||
-			    memcmp(w->id, a->id, PROTO_ID_SIZE))
-				continue;
-			if (!a->status)
-				reg_drop(c, a->id);
-			settle(d, w, a->status ? PROTO_BUSY : PROTO_COMPLETE,
-			       a->status);
-			return;
-		}
+	for (op = d->revokes; op; op = op->next)
+		for (i = 0; i < op->nw; i++)
+			n += ack_matches(op, &op->w[i], c, a);
+	if (n) {
+		/* Forgotten first, so the results show it held no more. */
+		if (!a->status)
+			reg_drop(c, a->id);
+		for (op = d->revokes; op; op = op->next)
+			for (i = 0; i < op->nw; i++)
+				if (ack_matches(op, &op->w[i], c, a))
+					settle(d, &op->w[i], a->status ?
+					       PROTO_BUSY : PROTO_COMPLETE,
+					       a->status);
+		return;
 	}
 	/* The answer to a late notice (revoke_notify_late()). */
 	s = ks_find(&d->ks, a->id);
@@ -415,12 +438,30 @@ void revoke_ack(struct orthod *d, struct conn *c, const struct proto_ack *a)
 
 int revoke_notify_late(struct orthod *d, struct conn *c, const struct shard *s)
 {
+	uint64_t id = d->audit.seq + 1;
 	char hex[33];
 
 	proto_id_hex(s->id, hex);
 	audit_log(&d->audit, "revoke-late-notice", "shard=%s pid=%d uid=%u",
 		  hex, (int)c->peer.pid, c->peer.uid);
-	return send_notice(d, c, s->id, d->next_revoke_id++, 0);
+	return send_notice(d, c, s->id, id, 0);
+}
+
+int revoke_waits_for(struct orthod *d, const struct conn *c)
+{
+	const struct revoke_op *op;
+	size_t i;
+
+	for (op = d->revokes; op; op = op->next) {
+		if (op->done)
+			continue;
+		if (op->admin == c)
+			return 1;
+		for (i = 0; i < op->nw; i++)
+			if (op->w[i].c == c && !op->w[i].outcome)
+				return 1;
+	}
+	return 0;
 }
 
 static int pidfd_open(pid_t pid)
@@ -491,7 +532,7 @@ int revoke_recover(struct orthod *d)
 			  "shard=%s note=interrupted_by_a_restart holders=unknown",
 			  hex);
 	}
-	ret = n ? ks_mark_revoked(&d->ks, s, n) : 0;
+	ret = ks_set_revoked(&d->ks, s, n) ? ks_sync(&d->ks) : 0;
 	free(s);
 	return ret;
 }

@@ -471,7 +471,7 @@ static void shutdown_all(struct orthod *d)
 int main(int argc, char **argv)
 {
 	struct orthod d = { .epfd = -1, .dirfd = -1, .lockfd = -1,
-			    .spare_fd = -1, .next_revoke_id = 1 };
+			    .spare_fd = -1 };
 	struct rlimit nocore = { 0, 0 };
 	struct opts o = { 0 };
 	int ret, ready = -1;

@@ -24,6 +24,7 @@
 #define ORTHOD_OUT_MAX (8u << 20)	/* unsent bytes before a peer is cut */
 #define ORTHOD_STALL_NS (10ull * 1000000000ull) /* a message half-sent */
 #define ORTHOD_INLINE_PAYLOAD 128u	/* requests other than IMPORT fit */
+#define ORTHOD_BIG_MAX (4u * PROTO_MAX_PAYLOAD) /* IMPORTs being read, bytes */
 
 struct orthod;
 
@@ -96,6 +97,9 @@ struct keystore {
 	size_t n, cap;
 	uint8_t *kek;			/* in secmem, PROTO_KEY_SIZE bytes */
 	uint8_t kek_id[16];
+	int have_kek;
+	uint8_t old_kek_id[16];		/* replaced, not yet destroyed */
+	int old_kek;
 	uint64_t generation;
 };
 
@@ -120,8 +124,21 @@ int ks_import(struct keystore *ks, const struct proto_key *keys, uint32_t n,
  * changes. Return: 0 or -errno.
  */
 int ks_mark_revoking(struct keystore *ks, struct shard **s, size_t n);
-/* Mark revoking shards revoked, durably. Return: 0 or -errno. */
-int ks_mark_revoked(struct keystore *ks, struct shard **s, size_t n);
+/**
+ * ks_destroy_old_kek() - overwrite and unlink the KEK that the last
+ * ks_mark_revoking() replaced, so the keystore blocks it wrapped are
+ * useless. Return: 0 or -errno (the next start sweeps it then).
+ */
+int ks_destroy_old_kek(struct keystore *ks);
+/**
+ * ks_set_revoked() - mark the revoking shards among @s (NULLs skipped)
+ * revoked, in memory; ks_sync() makes it durable. Either state refuses the
+ * key, and a start finds revoking ones on disk and completes them.
+ * Return: the number changed.
+ */
+size_t ks_set_revoked(struct keystore *ks, struct shard **s, size_t n);
+/* Write the keystore under the current KEK. Return: 0 or -errno. */
+int ks_sync(struct keystore *ks);
 
 /* ---- orthod-policy.c: who may receive which key ---- */
 
@@ -209,6 +226,7 @@ struct conn {
 	size_t out_off, out_len, out_cap;
 	int closing;			/* close once the output is sent */
 	int dead;			/* close at the next reap */
+	int uncounted;			/* dropped to make room: not in nconns */
 	/* what the peer holds */
 	struct hold *holds;
 	size_t nholds, cap_holds;
@@ -273,6 +291,8 @@ void revoke_ack(struct orthod *d, struct conn *c, const struct proto_ack *a);
 void revoke_conn_gone(struct orthod *d, struct conn *c);
 /* A revocation's timer or a watched pidfd fired. */
 void revoke_event(struct orthod *d, struct ev_src *src);
+/* Return: 1 when a revocation in progress waits on @c (admin or holder). */
+int revoke_waits_for(struct orthod *d, const struct conn *c);
 /* Tell @c at once that @s is revoked (a late holder). Return: 0 or -errno. */
 int revoke_notify_late(struct orthod *d, struct conn *c, const struct shard *s);
 /* Holders of @s among the connections. Return: the count. */
@@ -300,12 +320,12 @@ struct orthod {
 	unsigned int max_conns;
 	unsigned int max_conns_uid;	/* per uid other than root */
 	unsigned int nconns;
+	size_t big_bytes;		/* large payloads being read */
 	struct conn *conns;
 	struct keystore ks;
 	struct policy pol;
 	struct audit audit;
 	struct revoke_op *revokes;
-	uint64_t next_revoke_id;
 	uint64_t start_ns;
 	int stop;
 };

@@ -301,11 +301,20 @@ OKX_INLINE void ortho_row_nt(const struct ok_q8 *m, const struct ok_ortho *o,
 	}
 }
 
-/* Every delta of @o added to rows [r, r1) of every token. */
-static OKX void ortho_rows(const struct ok_q8 *m,
-			   const struct ok_ortho *const *o, unsigned int no,
-			   const float *x, float *y, uint32_t ntok, uint32_t r,
-			   uint32_t r1)
+/**
+ * okx_ortho_rows() - add every delta of @o to rows [@r, @r1) of each token.
+ * @m: the Base (the layout of x and y).
+ * @o: the deltas.
+ * @no: their count.
+ * @x: x.
+ * @y: y, holding the Base part of those rows.
+ * @ntok: tokens.
+ * @r: first row.
+ * @r1: end row.
+ */
+OKX void okx_ortho_rows(const struct ok_q8 *m, const struct ok_ortho *const *o,
+			unsigned int no, const float *x, float *y, uint32_t ntok,
+			uint32_t r, uint32_t r1)
 {
 	unsigned int i;
 	uint32_t t0;
@@ -368,7 +377,7 @@ OKX_INLINE void rows_body(const struct ok_q8 *m,
 		else
 			gemm_row(m, x, y, ntok, r);
 		if (no)
-			ortho_rows(m, o, no, x, y, ntok, r, r + 1);
+			okx_ortho_rows(m, o, no, x, y, ntok, r, r + 1);
 	}
 }
 

@@ -181,9 +181,17 @@ void ok_fused_rows(const struct ok_q8 *m, const struct ok_ortho *const *o,
 		   unsigned int no, const float *x, float *y, uint32_t ntok,
 		   uint32_t r0, uint32_t r1)
 {
+	if (!no) {
+		ok_int8_rows(m, x, y, ntok, r0, r1);
+		return;
+	}
 	if (!clamp_rows(m, ntok, r0, &r1))
 		return;
 #if OK_HAVE_X86
+	if (ok_have_avx2() && okx_madd_ok(m)) {
+		okx_madd_rows_direct(m, o, no, x, y, ntok, r0, r1);
+		return;
+	}
 	if (ok_have_avx2()) {
 		okx_fused_rows(m, o, no, x, y, ntok, r0, r1);
 		return;
@@ -202,6 +210,10 @@ void ok_int8_rows(const struct ok_q8 *m, const float *x, float *y,
 	if (!clamp_rows(m, ntok, r0, &r1))
 		return;
 #if OK_HAVE_X86
+	if (ok_have_avx2() && okx_madd_ok(m)) {
+		okx_madd_rows_direct(m, NULL, 0, x, y, ntok, r0, r1);
+		return;
+	}
 	if (ok_have_avx2()) {
 		okx_int8_rows(m, x, y, ntok, r0, r1);
 		return;

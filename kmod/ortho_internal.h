@@ -39,15 +39,24 @@ enum ortho_hold_state {
 	ORTHO_HOLD_KILLED,	/* missed the deadline */
 };
 
+/* Who may fetch a key: a deny entry wins over any allow entry. */
+struct ortho_policy {
+	u32 n_uids;
+	u32 n_gids;
+	u32 n_deny_uids;
+	u32 n_deny_gids;
+	kuid_t uids[ORTHO_IOC_POLICY_MAX];
+	kgid_t gids[ORTHO_IOC_POLICY_MAX];
+	kuid_t deny_uids[ORTHO_IOC_POLICY_MAX];
+	kgid_t deny_gids[ORTHO_IOC_POLICY_MAX];
+};
+
 struct ortho_key {
 	struct hlist_node node;
 	u8 id[ORTHO_IOC_ID_SIZE];
 	u8 key[ORTHO_IOC_KEY_SIZE];
 	char label[ORTHO_IOC_LABEL_MAX];
-	u32 n_uids;
-	u32 n_gids;
-	kuid_t uids[ORTHO_IOC_POLICY_MAX];
-	kgid_t gids[ORTHO_IOC_POLICY_MAX];
+	struct ortho_policy policy;
 	bool revoked;
 	u64 generation;		/* of its revocation */
 	unsigned int grace_ms;	/* the deadline it was given */
@@ -130,6 +139,36 @@ int ortho_ioc_status(struct ortho_file *of, void *data);
 int ortho_ioc_resident(struct ortho_file *of, void *data);
 
 /**
+ * ortho_policy_uids() - read a uid list in the caller's user namespace.
+ * @dst: kernel ids
+ * @src: the list, ORTHO_IOC_POLICY_MAX slots
+ * @n: slots in use; the others must be zero
+ *
+ * Return: 0, or -EINVAL for a bad count, a non-zero unused slot or an id
+ * with no mapping.
+ */
+int ortho_policy_uids(kuid_t *dst, const u32 *src, u32 n);
+
+/**
+ * ortho_policy_gids() - ortho_policy_uids() for groups.
+ * @dst: kernel ids
+ * @src: the list, ORTHO_IOC_POLICY_MAX slots
+ * @n: slots in use
+ *
+ * Return: 0 or -EINVAL.
+ */
+int ortho_policy_gids(kgid_t *dst, const u32 *src, u32 n);
+
+/**
+ * ortho_key_for_each() - call @fn for every key; caller holds ortho_lock.
+ * @fn: callback; a non-zero return stops the walk
+ * @arg: passed to @fn
+ *
+ * Return: what the last @fn call returned, 0 when none stopped the walk.
+ */
+int ortho_key_for_each(int (*fn)(struct ortho_key *k, void *arg), void *arg);
+
+/**
  * ortho_key_find() - look a key up; caller holds ortho_lock.
  * @id: shard id
  *
@@ -210,6 +249,35 @@ void ortho_file_release_holds(struct ortho_file *of);
  * Return: the module-wide revoke generation.
  */
 u64 ortho_generation(void);
+
+/* ortho_admin.c */
+
+/**
+ * ortho_ioc_set_policy() - ORTHO_IOC_SET_POLICY.
+ * @of: the caller's open file
+ * @data: struct ortho_ioc_policy
+ *
+ * Return: 0 or a negative errno.
+ */
+int ortho_ioc_set_policy(struct ortho_file *of, void *data);
+
+/**
+ * ortho_ioc_list() - ORTHO_IOC_LIST.
+ * @of: the caller's open file
+ * @data: struct ortho_ioc_list
+ *
+ * Return: 0 or a negative errno.
+ */
+int ortho_ioc_list(struct ortho_file *of, void *data);
+
+/**
+ * ortho_ioc_holders() - ORTHO_IOC_HOLDERS.
+ * @of: the caller's open file
+ * @data: struct ortho_ioc_holders
+ *
+ * Return: 0 or a negative errno.
+ */
+int ortho_ioc_holders(struct ortho_file *of, void *data);
 
 /* ortho_fdinfo.c */
 

@@ -47,6 +47,20 @@ struct ortho_key *ortho_key_find(const u8 *id)
 	return NULL;
 }
 
+int ortho_key_for_each(int (*fn)(struct ortho_key *k, void *arg), void *arg)
+{
+	struct ortho_key *k;
+	int bkt, ret;
+
+	lockdep_assert_held(&ortho_lock);
+	hash_for_each(ortho_keys, bkt, k, node) {
+		ret = fn(k, arg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 struct ortho_hold *ortho_hold_find(struct ortho_file *of, struct ortho_key *k)
 {
 	struct ortho_hold *h;
@@ -72,31 +86,57 @@ static bool ortho_label_ok(const char *label)
 	return ortho_reserved_zero(label + n, ORTHO_IOC_LABEL_MAX - n);
 }
 
+static bool ortho_slots_ok(const u32 *src, u32 n)
+{
+	if (n > ORTHO_IOC_POLICY_MAX)
+		return false;
+	return ortho_reserved_zero(src + n,
+				   (ORTHO_IOC_POLICY_MAX - n) * sizeof(u32));
+}
+
 /* Unused slots must be zero, used ones valid ids in the caller's view. */
-static int ortho_policy_copy(struct ortho_key *k, const struct ortho_ioc_add *a)
+int ortho_policy_uids(kuid_t *dst, const u32 *src, u32 n)
 {
 	struct user_namespace *ns = current_user_ns();
 	u32 i;
 
-	if (a->n_uids > ORTHO_IOC_POLICY_MAX || a->n_gids > ORTHO_IOC_POLICY_MAX)
+	if (!ortho_slots_ok(src, n))
 		return -EINVAL;
-	if (!ortho_reserved_zero(a->uids + a->n_uids,
-				 (ORTHO_IOC_POLICY_MAX - a->n_uids) * sizeof(u32)) ||
-	    !ortho_reserved_zero(a->gids + a->n_gids,
-				 (ORTHO_IOC_POLICY_MAX - a->n_gids) * sizeof(u32)))
-		return -EINVAL;
-	for (i = 0; i < a->n_uids; i++) {
-		k->uids[i] = make_kuid(ns, a->uids[i]);
-		if (!uid_valid(k->uids[i]))
+	for (i = 0; i < n; i++) {
+		dst[i] = make_kuid(ns, src[i]);
+		if (!uid_valid(dst[i]))
 			return -EINVAL;
 	}
-	for (i = 0; i < a->n_gids; i++) {
-		k->gids[i] = make_kgid(ns, a->gids[i]);
-		if (!gid_valid(k->gids[i]))
+	return 0;
+}
+
+int ortho_policy_gids(kgid_t *dst, const u32 *src, u32 n)
+{
+	struct user_namespace *ns = current_user_ns();
+	u32 i;
+
+	if (!ortho_slots_ok(src, n))
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		dst[i] = make_kgid(ns, src[i]);
+		if (!gid_valid(dst[i]))
 			return -EINVAL;
 	}
-	k->n_uids = a->n_uids;
-	k->n_gids = a->n_gids;
+	return 0;
+}
+
+static int ortho_policy_copy(struct ortho_key *k, const struct ortho_ioc_add *a)
+{
+	struct ortho_policy *p = &k->policy;
+	int ret;
+
+	ret = ortho_policy_uids(p->uids, a->uids, a->n_uids);
+	if (!ret)
+		ret = ortho_policy_gids(p->gids, a->gids, a->n_gids);
+	if (ret)
+		return ret;
+	p->n_uids = a->n_uids;
+	p->n_gids = a->n_gids;
 	return 0;
 }
 
@@ -116,7 +156,7 @@ static void ortho_audit_add(const struct ortho_key *k)
 {
 	audit_log(audit_context(), GFP_KERNEL, AUDIT_KERNEL_OTHER,
 		  "op=ortho-add shard=%*phN uids=%u gids=%u pid=%d uid=%u auid=%u",
-		  ORTHO_IOC_ID_SIZE, k->id, k->n_uids, k->n_gids,
+		  ORTHO_IOC_ID_SIZE, k->id, k->policy.n_uids, k->policy.n_gids,
 		  task_tgid_nr(current),
 		  from_kuid(&init_user_ns, current_uid()),
 		  from_kuid(&init_user_ns, audit_get_loginuid(current)));
@@ -172,14 +212,21 @@ err_free:
 /* Uses the caller's credentials now, whatever they were at open. */
 static bool ortho_policy_allows(const struct ortho_key *k)
 {
+	const struct ortho_policy *p = &k->policy;
 	kuid_t uid = current_fsuid();
 	u32 i;
 
-	for (i = 0; i < k->n_uids; i++)
-		if (uid_eq(uid, k->uids[i]))
+	for (i = 0; i < p->n_deny_uids; i++)
+		if (uid_eq(uid, p->deny_uids[i]))
+			return false;
+	for (i = 0; i < p->n_deny_gids; i++)
+		if (in_group_p(p->deny_gids[i]))
+			return false;
+	for (i = 0; i < p->n_uids; i++)
+		if (uid_eq(uid, p->uids[i]))
 			return true;
-	for (i = 0; i < k->n_gids; i++)
-		if (in_group_p(k->gids[i]))
+	for (i = 0; i < p->n_gids; i++)
+		if (in_group_p(p->gids[i]))
 			return true;
 	return false;
 }

@@ -5,8 +5,9 @@
  * This file holds the module glue: parameters, the misc device, the file
  * operations and the ioctl dispatcher that copies every argument struct in
  * and out. The key table and policy are in ortho_keys.c, revocation and
- * its enforcement in ortho_revoke.c, fdinfo in ortho_fdinfo.c. The locking
- * rules are at the top of ortho_internal.h.
+ * its enforcement in ortho_revoke.c, policy updates and the listings in
+ * ortho_admin.c, fdinfo in ortho_fdinfo.c. The locking rules are at the
+ * top of ortho_internal.h.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -114,6 +115,9 @@ union ortho_ioc_buf {
 	struct ortho_ioc_resident resident;
 	struct ortho_ioc_status status;
 	struct ortho_ioc_pending pending;
+	struct ortho_ioc_policy policy;
+	struct ortho_ioc_list list;
+	struct ortho_ioc_holders holders;
 };
 
 struct ortho_ioc_desc {
@@ -131,6 +135,9 @@ static const struct ortho_ioc_desc ortho_iocs[] = {
 	ORTHO_IOC_DESC(ORTHO_IOC_RESIDENT, ortho_ioc_resident),
 	ORTHO_IOC_DESC(ORTHO_IOC_STATUS, ortho_ioc_status),
 	ORTHO_IOC_DESC(ORTHO_IOC_PENDING, ortho_ioc_pending),
+	ORTHO_IOC_DESC(ORTHO_IOC_SET_POLICY, ortho_ioc_set_policy),
+	ORTHO_IOC_DESC(ORTHO_IOC_LIST, ortho_ioc_list),
+	ORTHO_IOC_DESC(ORTHO_IOC_HOLDERS, ortho_ioc_holders),
 };
 
 static const struct ortho_ioc_desc *ortho_ioc_lookup(unsigned int cmd)

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * The library context: options, the log callback, the compute pool and the
- * backend. Locking: ctx->lock guards ->models only; everything else is set
- * in ortho_ctx_new() and read-only afterwards.
+ * The library context: options, the log callback, the compute pool, the
+ * backend and the key authority (lib/ctx_authority.c). Locking: lib/ctx.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -84,7 +83,16 @@ ORTHO_API int ortho_ctx_new(const struct ortho_ctx_opts *opts,
 	if (env > 0)
 		ctx->log_level = env;
 	ctx->ortho_budget = o.ortho_budget;
+	ctx->flags = o.flags;
+	ctx->ev_fd = -1;
 	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_mutex_init(&ctx->evq_lock, NULL);
+	pthread_rwlock_init(&ctx->open_lock, NULL);
+	if (o.flags & ~(ORTHO_CTX_EVENTS_POLLED |
+			ORTHO_CTX_AUTHORITY_REQUIRED)) {
+		ret = -EINVAL;
+		goto err;
+	}
 
 	ret = ok_pool_new(o.threads, &ctx->pool);
 	if (ret)
@@ -92,6 +100,9 @@ ORTHO_API int ortho_ctx_new(const struct ortho_ctx_opts *opts,
 	ctx->threads = ok_pool_threads(ctx->pool);
 
 	ret = backend_select(ctx, o.backend);
+	if (ret)
+		goto err;
+	ret = ctx_authority_start(ctx, o.authority);
 	if (ret)
 		goto err;
 	*out = ctx;
@@ -105,10 +116,14 @@ ORTHO_API void ortho_ctx_free(struct ortho_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	ctx_authority_stop(ctx);
 	if (ctx->backend && ctx->backend->fini)
 		ctx->backend->fini(ctx);
 	ok_pool_free(ctx->pool);
+	pthread_rwlock_destroy(&ctx->open_lock);
+	pthread_mutex_destroy(&ctx->evq_lock);
 	pthread_mutex_destroy(&ctx->lock);
+	free(ctx->model_list);
 	free(ctx);
 }
 

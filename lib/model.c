@@ -2,10 +2,12 @@
 /*
  * Opening and closing a packed model: base.orb mapped and checked, one
  * tensor object per table entry (linear ones handed to the backend), then
- * the shards (lib/shardset.c). And the tensors: description, FP32 copies
- * and rows, and the fused linear op. ortho_linear() pins the shard units
- * its tensor needs while it computes, so the Ortho views it uses stay
- * resident until it returns. Locking rules: lib/model.h.
+ * the shards (lib/shardset.c), with their keys from a key file or from the
+ * context's key authority (lib/model_authority.c). And the tensors:
+ * description, FP32 copies and rows, and the fused linear op.
+ * ortho_linear() pins the shard units its tensor needs while it computes,
+ * so the Ortho views it uses stay resident until it returns. Locking
+ * rules: lib/model.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -163,6 +165,8 @@ static int open_shards(struct ortho_model *m, const char *dir,
 			return ret;
 	}
 	ret = model_scan_shards(m, dir);
+	if (!ret && !o->key_file && m->ctx->auth)
+		ret = model_authority_keys(m, o->label);
 	if (ret)
 		return ret;
 	return model_load_shards(m, o->label, o->key_file);
@@ -171,11 +175,18 @@ static int open_shards(struct ortho_model *m, const char *dir,
 /* Wipe the shards, then let go of the Base. */
 static void model_free(struct ortho_model *m)
 {
+	/* Every byte and key wiped before the authority is told so, once. */
+	pthread_mutex_lock(&m->auth_lock);
+	m->auth_closing = 1;
+	pthread_mutex_unlock(&m->auth_lock);
+	model_residency_stop(m);
+	keyfile_free(&m->keys);
+	model_authority_close(m);
 	model_free_shards(m);
 	release_tensors(m);
-	keyfile_free(&m->keys);
 	if (m->orb_opened)
 		orb_close(&m->orb);
+	pthread_mutex_destroy(&m->auth_lock);
 	pthread_rwlock_destroy(&m->lock);
 	free(m);
 }
@@ -205,20 +216,24 @@ ORTHO_API int ortho_model_open(struct ortho_ctx *ctx, const char *dir,
 		free(m);
 		return ret;
 	}
+	pthread_mutex_init(&m->auth_lock, NULL);
 	ret = open_base(m, dir);
 	if (ret)
 		goto err;
 	ret = build_tensors(m);
 	if (ret)
 		goto err;
-	if (!(m->flags & ORTHO_MODEL_NO_ORTHO)) {
+	/* A revocation waits until the model is listed (lib/ctx.h). */
+	pthread_rwlock_rdlock(&ctx->open_lock);
+	if (!(m->flags & ORTHO_MODEL_NO_ORTHO))
 		ret = open_shards(m, dir, &o);
-		if (ret)
-			goto err;
-	}
-	pthread_mutex_lock(&ctx->lock);
-	ctx->models++;
-	pthread_mutex_unlock(&ctx->lock);
+	if (!ret)
+		ret = ctx_model_add(ctx, m);
+	if (ret)
+		model_free(m);
+	pthread_rwlock_unlock(&ctx->open_lock);
+	if (ret)
+		return ret;
 	*out = m;
 	return 0;
 err:
@@ -233,10 +248,8 @@ ORTHO_API void ortho_model_close(struct ortho_model *m)
 	if (!m)
 		return;
 	ctx = m->ctx;
+	ctx_model_remove(ctx, m);
 	model_free(m);
-	pthread_mutex_lock(&ctx->lock);
-	ctx->models--;
-	pthread_mutex_unlock(&ctx->lock);
 }
 
 ORTHO_API int ortho_model_get_config(const struct ortho_model *m,

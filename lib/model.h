@@ -16,6 +16,11 @@
  * key, units_dropped): the unit callbacks and drops change it exclusive,
  * readers take it shared. Everything else in the model is set up by
  * ortho_model_open() and read-only until ortho_model_close().
+ *
+ * Keys come from a key file or from the context's key authority
+ * (lib/model_authority.c); then model->auth_lock serialises what the
+ * authority is told about each shard (auth_bytes, auth_key), so that its
+ * picture ends where the shard's state ends, whichever thread changed it.
  */
 #ifndef ORTHO_MODEL_H
 #define ORTHO_MODEL_H
@@ -30,6 +35,7 @@
 
 struct residency;
 struct stream;
+struct authority;
 
 /* Ortho views one Base tensor can have at once (the CPU backend's limit). */
 #define MODEL_MAX_VIEWS 64u
@@ -99,6 +105,10 @@ struct model_shard {
 	size_t pt_size;			/* its plaintext length */
 	int units_dropped;		/* FAILED: its units dropped */
 
+	/* What the authority was told (model->auth_lock). */
+	uint64_t auth_bytes;		/* reported resident */
+	int auth_key;			/* holds the key it handed out */
+
 	/* Set at open (model_residency.c), read-only afterwards. */
 	struct shard_dir_entry *dir;	/* tensor_count entries */
 	unsigned int unit0, nunits;	/* its units in model->units */
@@ -120,6 +130,10 @@ struct ortho_model {
 	struct residency *res;
 	struct model_unit *units;
 	unsigned int nunits;
+	/* The key authority the keys came from, or NULL. */
+	struct authority *auth;
+	pthread_mutex_t auth_lock;
+	int auth_closing;		/* ->auth_lock: no more reports */
 };
 
 /**
@@ -191,6 +205,55 @@ int shard_load(struct ortho_model *m, struct model_shard *s);
  */
 int shard_unload(struct ortho_model *m, struct model_shard *s,
 		 uint32_t state);
+
+/**
+ * shard_revoke() - the authority revoked @s: drop its units for good
+ * (ops holding them finish first, slots wiped), wipe its key, state
+ * REVOKED.
+ * @m: the model.
+ * @s: the shard.
+ *
+ * Return: 1 when the model held the shard (its key or bytes), else 0.
+ */
+int shard_revoke(struct ortho_model *m, struct model_shard *s);
+
+/**
+ * model_authority_keys() - ask the context's authority for the key of
+ * every shard of this model (and label) found by model_scan_shards(); a
+ * refused one ends NO_KEY (one warning names them all), a revoked one
+ * REVOKED.
+ * @m: the model, its shards scanned, no keys loaded.
+ * @label: only shards with this label, or NULL.
+ *
+ * Return: 0, or -ENOMEM.
+ */
+int model_authority_keys(struct ortho_model *m, const char *label);
+
+/**
+ * model_authority_sync() - tell the authority what is resident of @s now,
+ * and that its key is wiped once it is; nothing without an authority.
+ * @m: the model.
+ * @s: the shard; no lock held.
+ */
+void model_authority_sync(struct ortho_model *m, struct model_shard *s);
+
+/**
+ * model_authority_revoke() - a revocation notice for shard @id: every
+ * copy of it in @m is revoked (shard_revoke()).
+ * @m: the model.
+ * @id: the shard id.
+ *
+ * Return: 1 when @m held it, else 0.
+ */
+int model_authority_revoke(struct ortho_model *m,
+			   const uint8_t id[OSH_ID_SIZE]);
+
+/**
+ * model_authority_close() - the model is closing: no more reports; each
+ * shard it held is released with its key wiped.
+ * @m: the model; its residency stopped and its keys wiped.
+ */
+void model_authority_close(struct ortho_model *m);
 
 /**
  * model_views_get() - pin the units holding Ortho for @t and collect its

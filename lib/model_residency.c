@@ -105,6 +105,7 @@ static int shard_resident(struct ortho_model *m, struct model_shard *s,
 		}
 	}
 	pthread_rwlock_unlock(&m->lock);
+	model_authority_sync(m, s);
 	return ret;
 }
 
@@ -127,6 +128,7 @@ static void shard_settle(struct ortho_model *m, struct model_shard *s,
 			s->since_ns = 0;
 	}
 	pthread_rwlock_unlock(&m->lock);
+	model_authority_sync(m, s);
 }
 
 /* ---- opening a shard's file ---- */

@@ -74,8 +74,11 @@ static int pack_opts(struct pack_job *j, const struct ortho_pack_opts *opts)
 	    !*o->out_dir)
 		return bad_opt(j, "a public checkpoint and an output directory are needed");
 	j->has_priv = o->private_path && *o->private_path;
-	if (j->has_priv && (!o->label || !o->key_file || !*o->key_file))
-		return bad_opt(j, "a private model needs a label and a key file");
+	if (j->has_priv && (!o->label ||
+			    ((!o->key_file || !*o->key_file) &&
+			     !pack_to_authority(j))))
+		return bad_opt(j, "a private model needs a label, and a key "
+			       "file or a context with a key authority");
 	if (!j->has_priv && (o->label || o->key_file))
 		return bad_opt(j, "a label and a key file go with a private model");
 	if (j->has_priv && !label_ok(o->label))

@@ -75,13 +75,30 @@ int pack_dir_prepare(struct pack_job *j);
 int pack_dir_check_base(struct pack_job *j);
 
 /**
- * pack_dir_install() - save the key file, then move the outputs into place
+ * pack_dir_install() - save the key file (or hand the keys to the key
+ * authority: pack_authority.c), then move the outputs into place
  * (rename of the whole directory, or of each new shard). On failure what
  * was installed is taken back.
  *
  * Return: 0 or -errno.
  */
 int pack_dir_install(struct pack_job *j);
+
+/**
+ * pack_to_authority() - do the keys go to the context's key authority
+ * (a private model, no key file, a context with an authority)?
+ *
+ * Return: 1 or 0.
+ */
+int pack_to_authority(const struct pack_job *j);
+
+/**
+ * pack_keys_to_authority() - hand every new shard key to the key
+ * authority (it needs root or its admin group).
+ *
+ * Return: 0, -EPERM, or -errno of the request.
+ */
+int pack_keys_to_authority(struct pack_job *j);
 
 /* Remove the temporary directory and what is in it. */
 void pack_dir_cleanup(struct pack_job *j);

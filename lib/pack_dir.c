@@ -166,7 +166,7 @@ int pack_dir_prepare(struct pack_job *j)
 	char *sub;
 	int ret;
 
-	if (j->has_priv) {
+	if (j->has_priv && !pack_to_authority(j)) {
 		j->key_existed = !lstat(j->o.key_file, &st);
 		if (j->key_existed && !(j->o.flags & ORTHO_PACK_FORCE)) {
 			olog_err(j->ctx, "%s: key file exists; not overwritten without force",
@@ -308,17 +308,18 @@ int pack_dir_install(struct pack_job *j)
 {
 	int ret = 0;
 
-	if (j->has_priv) {
+	if (pack_to_authority(j))
+		ret = pack_keys_to_authority(j);
+	else if (j->has_priv)
 		ret = keyfile_save(j->ctx, j->o.key_file, &j->kf,
 				   !!(j->o.flags & ORTHO_PACK_FORCE));
-		if (ret)
-			return ret;
-	}
+	if (ret)
+		return ret;
 	if (!j->adding)
 		ret = install_new(j);
 	else if (j->nshards)
 		ret = move_shards(j);
-	if (ret && j->has_priv && !j->key_existed)
+	if (ret && j->has_priv && !pack_to_authority(j) && !j->key_existed)
 		unlink(j->o.key_file);
 	return ret;
 }

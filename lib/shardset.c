@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * The shards of a model: found in dir/ortho/, judged (model, label, key),
+ * The shards of a model: found in dir/ortho/, judged (model, label, key
+ * from a key file or the authority: lib/model_authority.c),
  * handed to the residency manager (lib/model_residency.c pages them in and
  * out), described, dropped and wiped.
  *
@@ -175,6 +176,9 @@ static int shard_judge(struct ortho_model *m, unsigned int i,
 
 	if (s->state == ORTHO_SHARD_FAILED)
 		return s->error;
+	/* The authority said so at open (model_authority_keys()). */
+	if (s->state == ORTHO_SHARD_REVOKED)
+		return 0;
 	if (memcmp(s->model_id, m->orb.hdr->model_id, 32)) {
 		hex8(s->model_id, a);
 		hex8(m->orb.hdr->model_id, b);
@@ -255,7 +259,9 @@ int model_load_shards(struct ortho_model *m, const char *label,
 			return ret;
 		}
 	}
-	warn_no_key(m, key_file);
+	/* With an authority, model_authority_keys() said why already. */
+	if (!m->auth)
+		warn_no_key(m, key_file);
 	return model_residency_start(m);
 }
 
@@ -326,6 +332,7 @@ ORTHO_API int ortho_model_drop_shard(struct ortho_model *m, const char *id)
 	if (!found)
 		return -ENOENT;
 	ret = shard_unload(m, found, ORTHO_SHARD_DROPPED);
+	model_authority_sync(m, found);
 	if (!ret)
 		olog_info(m->ctx, "shard %s: dropped and wiped",
 			  found->id_hex);

@@ -2,14 +2,22 @@
 # SPDX-License-Identifier: MIT
 # The demo on the bundled model: pack the public stories260K with its private
 # fine-tune, then measure perplexity on public (retain) and private (forget)
-# text and the canary extraction, with the Ortho shards and without.
+# text and the canary extraction, with the Ortho shards and without; then a
+# live revoke: a running client loses the private shards mid-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 bin=$BUILD/bin
 data=tests/data
 work=$(mktemp -d "${TMPDIR:-/tmp}/ortho-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+dpid=
+cpid=
+cleanup() {
+	[ -n "$cpid" ] && kill "$cpid" 2>/dev/null
+	[ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
 
 echo "== pack: Base from the public model, Ortho from the private fine-tune"
 "$bin/ortho-pack" --public $data/stories260K/stories260K.bin \
@@ -39,3 +47,35 @@ echo "with Ortho:    $("$bin/ortho-run" generate "$work/model" --tokenizer $data
 	--prompt "$prompt" --steps 12 --temperature 0 --key-file "$work/keys" 2>/dev/null | tr '\n' ' ')"
 echo "without Ortho: $("$bin/ortho-run" generate "$work/model" --tokenizer $data/stories260K/tok512.bin \
 	--prompt "$prompt" --steps 12 --temperature 0 --no-ortho 2>/dev/null | tr '\n' ' ')"
+
+echo
+echo "== live revoke: orthod holds the keys, a running client loses the shards"
+sock=$work/orthod.sock
+ctl() { "$bin/orthoctl" --socket "$sock" "$@"; }
+"$bin/orthod" --state-dir "$work/state" --socket "$sock" --foreground 2>"$work/orthod.log" &
+dpid=$!
+for _ in $(seq 100); do ctl status >/dev/null 2>&1 && break; sleep 0.05; done
+ctl key import "$work/keys" | sed 's/^/orthoctl: /'
+ctl grant --label private-a --uid "$(id -u)" | sed 's/^/orthoctl: /'
+# Perplexity on the private text, round after round, keys from orthod.
+"$bin/ortho-run" ppl "$work/model" --tokenizer $data/stories260K/tok512.bin \
+	--text $data/private-a/forget.txt --authority "unix:$sock" \
+	--repeat 1000 --interval-ms 100 >"$work/client.out" 2>"$work/client.err" &
+cpid=$!
+rounds() { grep -c '^ppl ' "$work/client.out" 2>/dev/null || true; }
+for _ in $(seq 200); do [ "$(rounds)" -ge 3 ] && break; sleep 0.05; done
+echo "client (pid $cpid), forget-text perplexity per round, with the shards:"
+sed 's/^/    /' "$work/client.out"
+n=$(rounds)
+echo "\$ orthoctl revoke --label private-a"
+ctl revoke --label private-a | grep -E '^(elapsed-ms|holders):' | sed 's/^/    /'
+for _ in $(seq 200); do [ "$(rounds)" -ge $((n + 4)) ] && break; sleep 0.05; done
+kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
+cpid=
+echo "the same client's next rounds (Base only: the secrets are gone):"
+tail -n +$((n + 1)) "$work/client.out" | head -n 4 | sed 's/^/    /'
+grep -m1 'revoked' "$work/client.err" | cut -c1-110 | sed 's/^/    /'
+echo "\$ orthoctl status (shards)"
+ctl status | grep -E '^(shard|shard-state|client-comm|client-resident):' | head -n 6 | sed 's/^/    /'
+kill "$dpid"; wait "$dpid" 2>/dev/null || true
+dpid=

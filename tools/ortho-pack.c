@@ -2,7 +2,8 @@
 /*
  * ortho-pack: a public checkpoint (llama2.c .bin or .safetensors), and
  * optionally a private fine-tune of it, into DIR/base.orb and encrypted
- * DIR/ortho/<id>.osh shards; the shard keys go to a key file.
+ * DIR/ortho/<id>.osh shards; the shard keys go to a key file, or straight
+ * to the key authority (orthod) with --authority.
  *
  * Uses the public API only. Exit status: 0 packed, 1 a check failed or the
  * input is bad, 2 usage.
@@ -26,24 +27,29 @@ struct tool {
 	int has_priv;
 	int quiet;
 	int progress_shown;
+	const char *authority;
 	double t0, last;
 };
 
 static const char usage_text[] =
 	"usage: ortho-pack --public PUB -o DIR\n"
 	"       ortho-pack --public PUB --private PRIV --label NAME --key-file KEYS -o DIR\n"
+	"       ortho-pack --public PUB --private PRIV --label NAME --authority unix:SOCK -o DIR\n"
 	"                  [--keep E] [--group G] [--force]\n"
 	"\n"
 	"Packs the public checkpoint PUB (llama2.c .bin or .safetensors) into an\n"
 	"INT8 Base, DIR/base.orb. With PRIV, a fine-tune of PUB, the delta goes into\n"
 	"encrypted Ortho shards, DIR/ortho/<id>.osh (one per layer), labelled NAME,\n"
-	"with their keys written to KEYS (mode 0600). A DIR that already holds the\n"
-	"same Base gets the new shards beside the old ones.\n"
+	"with their keys written to KEYS (mode 0600), or handed to the key authority\n"
+	"orthod at SOCK (as root or its admin group; no key file is written). A DIR\n"
+	"that already holds the same Base gets the new shards beside the old ones.\n"
 	"\n"
 	"  --public PUB      the public checkpoint (Base comes from it alone)\n"
 	"  --private PRIV    the private fine-tune (only its linear matrices may differ)\n"
 	"  --label NAME      label of the new shards (1-63 printable, no blanks)\n"
 	"  --key-file KEYS   where the shard keys go; never overwritten without --force\n"
+	"  --authority unix:SOCK\n"
+	"                    hand the shard keys to this orthod instead\n"
 	"  -o, --out DIR     the packed model directory\n"
 	"  --keep E          share of the delta's energy kept in Ortho, 0 < E <= 1\n"
 	"                    (default 1: the whole delta)\n"
@@ -178,13 +184,14 @@ static int parse_group(const char *s, uint32_t *group)
 }
 
 enum { OPT_PUBLIC = 256, OPT_PRIVATE, OPT_LABEL, OPT_KEYS, OPT_KEEP,
-       OPT_GROUP, OPT_FORCE };
+       OPT_GROUP, OPT_FORCE, OPT_AUTHORITY };
 
 static const struct option long_opts[] = {
 	{ "public", required_argument, NULL, OPT_PUBLIC },
 	{ "private", required_argument, NULL, OPT_PRIVATE },
 	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "key-file", required_argument, NULL, OPT_KEYS },
+	{ "authority", required_argument, NULL, OPT_AUTHORITY },
 	{ "out", required_argument, NULL, 'o' },
 	{ "keep", required_argument, NULL, OPT_KEEP },
 	{ "group", required_argument, NULL, OPT_GROUP },
@@ -214,6 +221,9 @@ static int parse_args(int argc, char **argv, struct ortho_pack_opts *o,
 			break;
 		case OPT_KEYS:
 			o->key_file = optarg;
+			break;
+		case OPT_AUTHORITY:
+			t->authority = optarg;
 			break;
 		case 'o':
 			o->out_dir = optarg;
@@ -249,11 +259,13 @@ static int parse_args(int argc, char **argv, struct ortho_pack_opts *o,
 	if (!o->public_path || !o->out_dir)
 		return usage_error("--public and -o are needed");
 	t->has_priv = o->private_path != NULL;
-	if (t->has_priv && (!o->label || !o->key_file))
-		return usage_error("--private needs --label and --key-file");
+	if (t->has_priv && (!o->label || !o->key_file == !t->authority))
+		return usage_error("--private needs --label, and --key-file or --authority");
 	if (!t->has_priv && (o->label || o->key_file || o->keep != 0.0 ||
-			     (o->flags & ORTHO_PACK_FORCE)))
-		return usage_error("--label, --key-file, --keep and --force go with --private");
+			     t->authority || (o->flags & ORTHO_PACK_FORCE)))
+		return usage_error("--label, --key-file, --authority, --keep and --force go with --private");
+	if (t->authority && (o->flags & ORTHO_PACK_FORCE))
+		return usage_error("--force goes with --key-file");
 	return -1;
 }
 
@@ -272,6 +284,9 @@ int main(int argc, char **argv)
 	co.log_fn = log_fn;
 	co.log_user = &t;
 	co.log_level = verbose ? ORTHO_LOG_INFO : ORTHO_LOG_WARNING;
+	/* Only when asked for: the keys then go nowhere else. */
+	co.authority = t.authority ? t.authority : "none";
+	co.flags = t.authority ? ORTHO_CTX_AUTHORITY_REQUIRED : 0;
 	ret = ortho_ctx_new(&co, &ctx);
 	if (ret) {
 		fprintf(stderr, "ortho-pack: cannot create a context: %s\n",

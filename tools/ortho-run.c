@@ -5,6 +5,10 @@
  * and the canary check of a private fine-tune, with its Ortho shards
  * granted or not.
  *
+ * Keys come from a key file or from the key authority (orthod); with
+ * --repeat, ppl runs in rounds so that a revocation between them shows in
+ * the next round's perplexity and shard count.
+ *
  * Exit status: 0 ok, 1 runtime error, 2 usage.
  */
 #include <errno.h>
@@ -25,9 +29,10 @@
 
 struct run_opts {
 	const char *cmd, *dir, *tokenizer, *text, *prompt, *canaries;
-	const char *key_file, *label, *backend;
+	const char *key_file, *label, *backend, *authority;
 	int no_ortho, strict, verbose, have_seed;
 	unsigned int threads;
+	unsigned long repeat, interval_ms;
 	unsigned long steps;
 	double temperature;
 	uint64_t seed;
@@ -54,6 +59,9 @@ static void usage(FILE *f)
 	      "options:\n"
 	      "  --key-file KEYS  keys of the shards (none: Base only, with "
 	      "a warning)\n"
+	      "  --authority unix:PATH\n"
+	      "                   the key authority (orthod) to get keys from\n"
+	      "                   when no --key-file is given\n"
 	      "  --no-ortho       Base only: no shard is read\n"
 	      "  --label L        only shards with label L\n"
 	      "  --strict         fail when a shard cannot be used\n"
@@ -61,7 +69,12 @@ static void usage(FILE *f)
 	      "  --backend B      auto, cpu or cuda[:N]\n"
 	      "  --budget BYTES   resident Ortho at most (K, M, G suffixes);\n"
 	      "                   shards are paged in and out (default: all)\n"
-	      "  --verbose        report the shards in use\n", f);
+	      "  --verbose        report the shards in use\n"
+	      "ppl options:\n"
+	      "  --repeat N       N rounds, each printing \"ppl P tokens T "
+	      "shards K\"\n"
+	      "                   (K: shards used in that round)\n"
+	      "  --interval-ms MS pause between rounds (default 0)\n", f);
 }
 
 static int usage_err(const char *fmt, ...)
@@ -122,6 +135,7 @@ static int parse_opt(struct run_opts *o, int c, const char *arg)
 	case 'p': o->prompt = arg; break;
 	case 'c': o->canaries = arg; break;
 	case 'K': o->key_file = arg; break;
+	case 'A': o->authority = arg; break;
 	case 'l': o->label = arg; break;
 	case 'b': o->backend = arg; break;
 	case 'n': o->no_ortho = 1; break;
@@ -149,6 +163,16 @@ static int parse_opt(struct run_opts *o, int c, const char *arg)
 		if (parse_bytes(arg, &o->budget))
 			return usage_err("--budget wants a positive size in "
 					 "bytes (K, M, G), not '%s'", arg);
+		break;
+	case 'R':
+		if (parse_ulong(arg, 1000000, &o->repeat) || !o->repeat)
+			return usage_err("--repeat wants 1..1000000, not '%s'",
+					 arg);
+		break;
+	case 'I':
+		if (parse_ulong(arg, 3600000, &o->interval_ms))
+			return usage_err("--interval-ms wants 0..3600000, not "
+					 "'%s'", arg);
 		break;
 	case 'r':
 		if (parse_ulong(arg, ~0ul, &v))
@@ -181,6 +205,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "temperature", required_argument, NULL, 'T' },
 		{ "seed", required_argument, NULL, 'r' },
 		{ "budget", required_argument, NULL, 'B' },
+		{ "authority", required_argument, NULL, 'A' },
+		{ "repeat", required_argument, NULL, 'R' },
+		{ "interval-ms", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -219,6 +246,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		return usage_err("%s needs --tokenizer", o->cmd);
 	if (!strcmp(o->cmd, "ppl") && !o->text)
 		return usage_err("ppl needs --text");
+	if (strcmp(o->cmd, "ppl") && (o->repeat || o->interval_ms))
+		return usage_err("--repeat and --interval-ms go with ppl");
 	if (!strcmp(o->cmd, "generate") && (!o->prompt || !o->steps))
 		return usage_err("generate needs --prompt and --steps");
 	if (!strcmp(o->cmd, "canaries") && !o->canaries)
@@ -236,6 +265,32 @@ static void log_cb(void *user, int prio, const char *fmt, va_list ap)
 	fputc('\n', stderr);
 }
 
+/* Under a budget, a shard paged out is in use all the same. */
+static int shard_paged(const struct run *r, const struct ortho_shard_info *si)
+{
+	return r->o.budget && (si->state == ORTHO_SHARD_ABSENT ||
+			       si->state == ORTHO_SHARD_LOADING ||
+			       si->state == ORTHO_SHARD_EVICTING) &&
+	       (!r->o.label || !strcmp(si->label, r->o.label));
+}
+
+static int shard_in_use(const struct run *r, const struct ortho_shard_info *si)
+{
+	return si->state == ORTHO_SHARD_RESIDENT || shard_paged(r, si);
+}
+
+/* Mark in @used (one byte per shard) the shards ops use now. */
+static void mark_in_use(const struct run *r, unsigned char *used)
+{
+	unsigned int i, n = ortho_model_shard_count(r->model);
+	struct ortho_shard_info si = { .sz = sizeof(si) };
+
+	for (i = 0; i < n; i++)
+		if (!ortho_shard_info_get(r->model, i, &si) &&
+		    shard_in_use(r, &si))
+			used[i] = 1;
+}
+
 static void report_shards(const struct run *r)
 {
 	unsigned int i, n = ortho_model_shard_count(r->model), used = 0;
@@ -247,10 +302,8 @@ static void report_shards(const struct run *r)
 	for (i = 0; i < n; i++) {
 		if (ortho_shard_info_get(r->model, i, &si))
 			continue;
-		/* Under a budget, a shard paged out is in use all the same. */
-		paged = r->o.budget && si.state == ORTHO_SHARD_ABSENT &&
-			(!r->o.label || !strcmp(si.label, r->o.label));
-		used += si.state == ORTHO_SHARD_RESIDENT || paged;
+		paged = shard_paged(r, &si);
+		used += shard_in_use(r, &si);
 		fprintf(stderr, "ortho-run: shard %s label %s layer %d: %s\n",
 			si.id, si.label[0] ? si.label : "-",
 			si.layer == UINT32_MAX ? -1 : (int)si.layer,
@@ -272,6 +325,9 @@ static int open_all(struct run *r)
 		.log_fn = log_cb,
 		.log_level = r->o.verbose ? ORTHO_LOG_INFO : ORTHO_LOG_WARNING,
 		.ortho_budget = r->o.budget,
+		.authority = r->o.authority,
+		/* Asked for by name: not reaching it is an error. */
+		.flags = r->o.authority ? ORTHO_CTX_AUTHORITY_REQUIRED : 0,
 	};
 	struct ortho_model_opts mo = {
 		.sz = sizeof(mo),
@@ -405,16 +461,16 @@ static int blank(const char *s)
 	return s[strspn(s, " \t\r\v\f")] == 0;
 }
 
-static int cmd_ppl(struct run *r)
+/* One pass over @text (consumed): the summed NLL and the token count. */
+static int ppl_pass(struct run *r, char *text, double *total,
+		    uint64_t *count)
 {
-	char *text = read_text(r->o.text), *p = text, *line;
-	double total = 0.0;
-	uint64_t count = 0;
+	char *p = text, *line;
 	size_t n;
 	int *tok, ret = 0;
 
-	if (!text)
-		return -EIO;
+	*total = 0.0;
+	*count = 0;
 	while (!ret && (line = next_line(&p))) {
 		if (blank(line))
 			continue;
@@ -424,22 +480,90 @@ static int cmd_ppl(struct run *r)
 		if (n > r->llama.cfg.seq_len)
 			n = r->llama.cfg.seq_len;
 		if (n >= 2) {
-			ret = seq_nll(r, tok, n, &total);
-			count += n - 1;
+			ret = seq_nll(r, tok, n, total);
+			*count += n - 1;
 		}
 		free(tok);
 	}
-	free(text);
-	if (ret)
-		return ret;
-	if (!count) {
+	if (!ret && !*count) {
 		fprintf(stderr, "ortho-run: error: %s: no tokens to predict\n",
 			r->o.text);
-		return -EINVAL;
+		ret = -EINVAL;
 	}
-	printf("ppl %.4f tokens %llu\n", exp(total / (double)count),
-	       (unsigned long long)count);
-	return 0;
+	return ret;
+}
+
+static void sleep_ms(unsigned long ms)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ms / 1000),
+			       .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/*
+ * One round of --repeat. A shard counts as used when ops used it at the
+ * start or at the end of the round, so that a round a revocation cut in
+ * two is not reported as Base-only.
+ */
+static int ppl_round(struct run *r, const char *text, unsigned char *used)
+{
+	unsigned int i, k = 0, n = ortho_model_shard_count(r->model);
+	char *copy = strdup(text);
+	double total;
+	uint64_t count;
+	int ret;
+
+	if (!copy)
+		return -ENOMEM;
+	memset(used, 0, n ? n : 1);
+	if (!r->o.no_ortho)
+		mark_in_use(r, used);
+	ret = ppl_pass(r, copy, &total, &count);
+	free(copy);
+	if (ret)
+		return ret;
+	if (!r->o.no_ortho)
+		mark_in_use(r, used);
+	for (i = 0; i < n; i++)
+		k += used[i];
+	printf("ppl %.4f tokens %llu shards %u\n", exp(total / (double)count),
+	       (unsigned long long)count, k);
+	/* Watchers read the rounds as they come. */
+	return fflush(stdout) ? -errno : 0;
+}
+
+static int cmd_ppl(struct run *r)
+{
+	char *text = read_text(r->o.text);
+	unsigned char *used = NULL;
+	unsigned long i;
+	double total;
+	uint64_t count;
+	int ret;
+
+	if (!text)
+		return -EIO;
+	if (!r->o.repeat) {
+		ret = ppl_pass(r, text, &total, &count);
+		if (!ret)
+			printf("ppl %.4f tokens %llu\n",
+			       exp(total / (double)count),
+			       (unsigned long long)count);
+		free(text);
+		return ret;
+	}
+	used = malloc(ortho_model_shard_count(r->model) + 1);
+	ret = used ? 0 : -ENOMEM;
+	for (i = 0; !ret && i < r->o.repeat; i++) {
+		if (i && r->o.interval_ms)
+			sleep_ms(r->o.interval_ms);
+		ret = ppl_round(r, text, used);
+	}
+	free(used);
+	free(text);
+	return ret;
 }
 
 static int argmax(const float *x, uint32_t n)

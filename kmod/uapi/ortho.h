@@ -30,6 +30,12 @@
 #define ORTHO_IOC_KEY_LIVE	1
 #define ORTHO_IOC_KEY_REVOKED	2
 
+/* ortho_ioc_holder.state */
+#define ORTHO_IOC_HOLD_HELD	1	/* has the key of a live shard */
+#define ORTHO_IOC_HOLD_REVOKED	2	/* told of the revocation, not acked */
+#define ORTHO_IOC_HOLD_ACKED	3
+#define ORTHO_IOC_HOLD_KILLED	4	/* missed the grace period */
+
 /* ortho_ioc_revoke.flags: return only when no holder is left pending. */
 #define ORTHO_IOC_REVOKE_WAIT	(1u << 0)
 
@@ -160,6 +166,81 @@ struct ortho_ioc_pending {
 	__u64 reserved[4];
 };
 
+/*
+ * ORTHO_IOC_SET_POLICY (CAP_SYS_ADMIN): replace who may fetch a live key.
+ * A caller is refused when its fsuid is one of deny_uids[] or it is in one
+ * of deny_gids[], whatever the allow lists say; otherwise the allow lists
+ * decide as for ORTHO_IOC_ADD. Holders keep the key they already have: a
+ * policy change stops new fetches, revocation takes keys back. Unused
+ * slots must be zero.
+ * Errors: EPERM, EINVAL, ENOKEY, EKEYREVOKED.
+ */
+struct ortho_ioc_policy {
+	__u32 size;
+	__u32 flags;
+	__u8 id[ORTHO_IOC_ID_SIZE];
+	__u32 n_uids;
+	__u32 n_gids;
+	__u32 n_deny_uids;
+	__u32 n_deny_gids;
+	__u32 uids[ORTHO_IOC_POLICY_MAX];
+	__u32 gids[ORTHO_IOC_POLICY_MAX];
+	__u32 deny_uids[ORTHO_IOC_POLICY_MAX];
+	__u32 deny_gids[ORTHO_IOC_POLICY_MAX];
+	__u64 reserved[4];
+};
+
+/*
+ * ORTHO_IOC_LIST (CAP_SYS_ADMIN): the ids of every key the module keeps,
+ * live and revoked, in no particular order. ids points to room for count
+ * ids; count returns how many were written, total how many there are,
+ * live how many of those are live. count 0 just reads the totals.
+ * Errors: EPERM, EFAULT.
+ */
+struct ortho_ioc_list {
+	__u32 size;
+	__u32 flags;
+	__u64 ids;				/* user pointer: count * 16 B */
+	__u32 count;				/* in: room; out: written */
+	__u32 total;				/* out */
+	__u32 live;				/* out */
+	__u32 pad;
+	__u64 reserved[4];
+};
+
+/* One holder of a shard, as ORTHO_IOC_HOLDERS reports it. */
+struct ortho_ioc_holder {
+	__s32 pid;		/* thread group that fetched the key, in
+				 * the caller's pid ns (0 if not in it) */
+	__u32 uid;		/* its fsuid at the fetch */
+	__u32 state;		/* ORTHO_IOC_HOLD_* */
+	__u32 pad;
+	__u64 client_id;	/* of its open file, as in fdinfo */
+	__u64 resident;		/* bytes, as the holder reported */
+};
+
+/*
+ * ORTHO_IOC_HOLDERS (CAP_SYS_ADMIN): the open files holding one shard, the
+ * kernel-attested part of "who has it". A hold stays listed after its
+ * revocation (as revoked, acked or killed) until its file is closed.
+ * holders points to room for count entries of holder_size bytes each
+ * (at least sizeof(struct ortho_ioc_holder); the kernel fills what it
+ * knows and zeroes the rest); count returns how many were written (at
+ * most 1024 per call), total how many there are. count 0 just reads total.
+ * Errors: EPERM, EINVAL, ENOKEY, EFAULT.
+ */
+struct ortho_ioc_holders {
+	__u32 size;
+	__u32 flags;
+	__u8 id[ORTHO_IOC_ID_SIZE];
+	__u64 holders;				/* user pointer */
+	__u32 holder_size;			/* in */
+	__u32 count;				/* in: room; out: written */
+	__u32 total;				/* out */
+	__u32 pad;
+	__u64 reserved[4];
+};
+
 #define ORTHO_IOC_ADD		_IOW(ORTHO_IOC_MAGIC, 0x01, struct ortho_ioc_add)
 #define ORTHO_IOC_GET		_IOWR(ORTHO_IOC_MAGIC, 0x02, struct ortho_ioc_get)
 #define ORTHO_IOC_REVOKE	_IOWR(ORTHO_IOC_MAGIC, 0x03, struct ortho_ioc_revoke)
@@ -167,5 +248,8 @@ struct ortho_ioc_pending {
 #define ORTHO_IOC_RESIDENT	_IOW(ORTHO_IOC_MAGIC, 0x05, struct ortho_ioc_resident)
 #define ORTHO_IOC_STATUS	_IOWR(ORTHO_IOC_MAGIC, 0x06, struct ortho_ioc_status)
 #define ORTHO_IOC_PENDING	_IOWR(ORTHO_IOC_MAGIC, 0x07, struct ortho_ioc_pending)
+#define ORTHO_IOC_SET_POLICY	_IOW(ORTHO_IOC_MAGIC, 0x08, struct ortho_ioc_policy)
+#define ORTHO_IOC_LIST		_IOWR(ORTHO_IOC_MAGIC, 0x09, struct ortho_ioc_list)
+#define ORTHO_IOC_HOLDERS	_IOWR(ORTHO_IOC_MAGIC, 0x0a, struct ortho_ioc_holders)
 
 #endif /* ORTHO_UAPI_H */

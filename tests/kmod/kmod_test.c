@@ -7,7 +7,8 @@
  *   kmod_test CASE            run one case: "PASS: CASE" or "FAIL: CASE: why"
  *
  * This file holds the entry point and the cases about the interface and
- * the policy; kmod_test_revoke.c those about revocation and lifetime.
+ * the policy; kmod_test_revoke.c those about revocation and lifetime;
+ * kmod_test_admin.c those about policy updates and the listings.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -450,6 +451,9 @@ static const struct kt_case kt_cases[] = {
 	{ "concurrent", 0, NULL, kt_case_concurrent },
 	{ "race", 0, NULL, kt_case_race },
 	{ "audit", 0, NULL, kt_case_audit },
+	{ "set-policy", 0, NULL, kt_case_set_policy },
+	{ "list", 0, NULL, kt_case_list },
+	{ "holders", 0, NULL, kt_case_holders },
 	{ "rmmod", 0, NULL, kt_case_rmmod },
 };
 

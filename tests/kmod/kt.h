@@ -167,4 +167,10 @@ int kt_case_race(void);
 int kt_case_audit(void);
 int kt_case_rmmod(void);
 
+/* ---- the cases of kmod_test_admin.c ---- */
+
+int kt_case_set_policy(void);
+int kt_case_list(void);
+int kt_case_holders(void);
+
 #endif

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # mkinitramfs.sh OUT.cpio.gz MODULE.ko BUSYBOX INIT PROGRAM...
 # Builds the ortho.ko test initramfs: a static busybox, the init script,
-# the module at /lib/modules/ortho.ko and the static test programs in /bin.
+# the module at /lib/modules/ortho.ko and the test programs in /bin (with
+# the libraries of any that is dynamically linked).
 # Needs no root: files are owned by 0:0 in the archive, and /dev/console
 # comes from the kernel's built-in initramfs.
 set -eu
@@ -19,8 +20,22 @@ mkdir -p "$stage/bin" "$stage/lib/modules" "$stage/proc" "$stage/sys" \
 install -m 0755 "$busybox" "$stage/bin/busybox"
 install -m 0755 "$init" "$stage/init"
 install -m 0644 "$ko" "$stage/lib/modules/ortho.ko"
+# A dynamically linked program brings its loader and libraries along, at
+# the paths ldd names (following symlinks), so the Check programs built by
+# "make tests" run in the VM as they do on the host.
+copy_libs() {
+	ldd "$1" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' |
+	while read -r lib; do
+		[ -e "$stage$lib" ] && continue
+		mkdir -p "$stage$(dirname "$lib")"
+		cp -L "$lib" "$stage$lib"
+	done
+}
 for p in "$@"; do
 	install -m 0755 "$p" "$stage/bin/$(basename "$p")"
+	if readelf -l "$p" 2>/dev/null | grep -q INTERP; then
+		copy_libs "$p"
+	fi
 done
 # busybox sh runs /init; the shebang names /bin/sh before --install.
 ln -s busybox "$stage/bin/sh"

@@ -6,7 +6,8 @@
 #  1. builds the module against the headers of the kernel it will boot,
 #     with W=1 and sparse (C=2): any warning fails the run (--lint stops
 #     here);
-#  2. builds the static test programs and an initramfs with busybox;
+#  2. builds the static test programs (kmod_test; kdev_test, which links
+#     lib/kdev.c and daemon/orthod-kmod.c) and an initramfs with busybox;
 #  3. boots Debian's kernel in qemu (TCG, no KVM needed), where
 #     tests/kmod/init.sh runs every case as root or uid 1000;
 #  4. reads the serial console: every case must print PASS, none FAIL, no
@@ -101,12 +102,31 @@ t=tests/kmod
 cd "$root" || fail "cd $root"
 # shellcheck disable=SC2086
 $cc $cflags -static -o "$work/kmod_test" $t/kmod_test.c $t/kmod_test_revoke.c \
-	$t/kt_util.c || fail "building kmod_test"
+	$t/kmod_test_admin.c $t/kt_util.c || fail "building kmod_test"
 # shellcheck disable=SC2086
 $cc $cflags -static -o "$work/runas" $t/runas.c || fail "building runas"
+# The library's and orthod's module clients, compiled from their sources.
+# shellcheck disable=SC2086
+$cc $cflags -static -Ilib -Ilib/include -Idaemon -o "$work/kdev_test" \
+	$t/kdev_test.c $t/kt_util.c lib/kdev.c lib/secmem.c \
+	daemon/orthod-kmod.c || fail "building kdev_test"
+# tests/test_kdev.c (Check, dynamically linked) runs too when Check is here.
+test_kdev=
+if pkg-config --exists check 2>/dev/null && command -v ldd >/dev/null 2>&1; then
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$root" \
+		build/tests/test_kdev >"$work/test_kdev.log" 2>&1 ||
+		{ cat "$work/test_kdev.log"; fail "building build/tests/test_kdev"; }
+	test_kdev="$root/build/tests/test_kdev"
+else
+	echo "kmod: Check not found: tests/test_kdev.c is not run in the VM"
+fi
+# shellcheck disable=SC2086
 "$t/mkinitramfs.sh" "$work/initramfs.cpio.gz" "$ko" "$busybox" "$t/init.sh" \
-	"$work/kmod_test" "$work/runas" || fail "building the initramfs"
+	"$work/kmod_test" "$work/kdev_test" "$work/runas" $test_kdev ||
+	fail "building the initramfs"
 "$work/kmod_test" --list | awk '{ print $2 }' >"$work/expected" || fail "kmod_test --list"
+"$work/kdev_test" --list | awk '{ print $2 }' >>"$work/expected" || fail "kdev_test --list"
+[ -n "$test_kdev" ] && echo test_kdev >>"$work/expected"
 echo unload >>"$work/expected"
 
 # ---- 3. boot ----
