@@ -40,6 +40,8 @@ struct authority {
 	struct authority_notice *nq;	/* ->q */
 	size_t nn, ncap;		/* ->q */
 	int woken;			/* ->q */
+	uint64_t taken, done;		/* ->q: notices popped, handled */
+	pthread_cond_t idle;		/* ->q: taken == done again */
 	char errmsg[PROTO_TEXT_MAX + 1]; /* ->q */
 	uint64_t next_req;		/* ->io */
 	int dead;			/* ->io; read racily by waiters */
@@ -345,6 +347,7 @@ int authority_connect(struct ortho_ctx *ctx, const char *addr,
 	strcpy(sa.sun_path, addr);
 	pthread_mutex_init(&a->io, NULL);
 	pthread_mutex_init(&a->q, NULL);
+	pthread_cond_init(&a->idle, NULL);
 	a->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (a->fd < 0 || a->evfd < 0 ||
@@ -374,6 +377,7 @@ void authority_close(struct authority *a)
 		close(a->evfd);
 	pthread_mutex_destroy(&a->io);
 	pthread_mutex_destroy(&a->q);
+	pthread_cond_destroy(&a->idle);
 	free(a->nq);
 	free(a);
 }
@@ -497,6 +501,7 @@ static int pop_notice(struct authority *a, struct authority_notice *n)
 	if (a->nn) {
 		*n = a->nq[0];
 		memmove(a->nq, a->nq + 1, --a->nn * sizeof(*a->nq));
+		a->taken++;
 		ret = 1;
 	} else if (a->woken) {
 		a->woken = 0;
@@ -572,6 +577,41 @@ int authority_wait_notice(struct authority *a, int timeout_ms,
 			}
 		}
 	}
+}
+
+int authority_take_pending(struct authority *a, struct authority_notice *n)
+{
+	struct pollfd pfd = { .fd = a->fd, .events = POLLIN };
+	int ret = 0;
+
+	if (!__atomic_load_n(&a->dead, __ATOMIC_RELAXED) &&
+	    poll(&pfd, 1, 0) == 1)
+		drain_socket(a);
+	pthread_mutex_lock(&a->q);
+	if (a->nn) {
+		*n = a->nq[0];
+		memmove(a->nq, a->nq + 1, --a->nn * sizeof(*a->nq));
+		a->taken++;
+		ret = 1;
+	}
+	pthread_mutex_unlock(&a->q);
+	return ret;
+}
+
+void authority_notice_done(struct authority *a)
+{
+	pthread_mutex_lock(&a->q);
+	a->done++;
+	pthread_cond_broadcast(&a->idle);
+	pthread_mutex_unlock(&a->q);
+}
+
+void authority_wait_idle(struct authority *a)
+{
+	pthread_mutex_lock(&a->q);
+	while (a->taken != a->done)
+		pthread_cond_wait(&a->idle, &a->q);
+	pthread_mutex_unlock(&a->q);
 }
 
 void authority_wake(struct authority *a)

@@ -92,6 +92,20 @@ int authority_release(struct authority *a, const uint8_t id[PROTO_ID_SIZE],
 int authority_wait_notice(struct authority *a, int timeout_ms,
 			  struct authority_notice *n);
 
+/**
+ * authority_take_pending() - without waiting, read what the daemon has
+ * sent and take the first queued notice.
+ * Return: 1 with @n filled in, 0 when none is waiting.
+ *
+ * Every notice taken, here or by authority_wait_notice(), must be followed
+ * by authority_notice_done() once it is handled (or handed on), so that
+ * authority_wait_idle() can tell when none is half-way.
+ */
+int authority_take_pending(struct authority *a, struct authority_notice *n);
+void authority_notice_done(struct authority *a);
+/* authority_wait_idle() - wait until every notice taken is done. */
+void authority_wait_idle(struct authority *a);
+
 /* authority_wake() - make a waiting authority_wait_notice() return -ECANCELED. */
 void authority_wake(struct authority *a);
 

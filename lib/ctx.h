@@ -69,6 +69,13 @@ int ctx_authority_start(struct ortho_ctx *ctx, const char *addr);
  */
 void ctx_authority_stop(struct ortho_ctx *ctx);
 
+/*
+ * ctx_authority_sync() - handle, in the caller's thread, every revocation
+ * notice that has reached the process; wait for one being handled. Called
+ * before each op, with no lock held.
+ */
+void ctx_authority_sync(struct ortho_ctx *ctx);
+
 /**
  * ctx_model_add() - put an opened model on the context's list, where
  * revocation notices find it.

@@ -182,6 +182,7 @@ static void *ev_main(void *arg)
 		}
 		if (!(ctx->flags & ORTHO_CTX_EVENTS_POLLED)) {
 			notice_handle(ctx, &n);
+			authority_notice_done(ctx->auth);
 			continue;
 		}
 		ret = evq_push(ctx, &n);
@@ -191,8 +192,31 @@ static void *ev_main(void *arg)
 				 ortho_strerror(ret));
 			authority_ack(ctx->auth, &n, ret);
 		}
+		authority_notice_done(ctx->auth);
 	}
 	return NULL;
+}
+
+/*
+ * Before an op: a notice that has reached this process is handled first,
+ * so that the op runs without the shard. This covers a process that was
+ * stopped (SIGSTOP) while the notice arrived: on SIGCONT its threads race,
+ * and the op must not win. In polled mode too: the application learns of
+ * the notice from the event fd as before, but an op never waits for it.
+ */
+void ctx_authority_sync(struct ortho_ctx *ctx)
+{
+	struct authority_notice n;
+
+	while (authority_take_pending(ctx->auth, &n) == 1) {
+		notice_handle(ctx, &n);
+		authority_notice_done(ctx->auth);
+	}
+	/* One the thread took is handled, or queued, by now. */
+	authority_wait_idle(ctx->auth);
+	if (ctx->flags & ORTHO_CTX_EVENTS_POLLED)
+		while (evq_pop(ctx, &n))
+			notice_handle(ctx, &n);
 }
 
 ORTHO_API int ortho_ctx_get_event_fd(struct ortho_ctx *ctx)

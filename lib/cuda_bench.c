@@ -2,7 +2,9 @@
 /*
  * Device-side timings for ortho-bench and tests/gpu/run.sh: the fused
  * kernels alone (no host copies in the timed span) and the device's copy
- * rate, measured in the same process so the two compare as a ratio.
+ * rate, measured in the same process so the two compare as a ratio. One
+ * matrix at a time (cuda_bench_gemv(), backend_cuda.h), or a resident set
+ * of them timed a pass at a time (cuda_bench_set_*(), cuda_bench.h).
  */
 #include "config.h"
 
@@ -14,6 +16,7 @@
 
 #include "backend_cuda.h"
 #include "backend_cuda_priv.h"
+#include "cuda_bench.h"
 #include "log.h"
 
 /* Launches before timing starts: module load, clocks, caches. */

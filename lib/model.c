@@ -384,6 +384,8 @@ ORTHO_API int ortho_linear(struct ortho_model *m, const struct ortho_tensor *t,
 	if (!m || !t || !x || !y || !ntok || t->model != m || !t->is_linear)
 		return -EINVAL;
 	ctx = m->ctx;
+	if (ctx->auth)
+		ctx_authority_sync(ctx);
 	/* Its shards stay resident, and their views valid, until put. */
 	nv = model_views_get(m, t, views, mem);
 	ret = ctx->backend->linear(ctx, &t->q8, views, nv, x, y, ntok);

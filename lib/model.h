@@ -104,6 +104,7 @@ struct model_shard {
 	void *pt;			/* a whole-shard unit's slot */
 	size_t pt_size;			/* its plaintext length */
 	int units_dropped;		/* FAILED: its units dropped */
+	uint64_t uses;			/* ops that used it (atomic) */
 
 	/* What the authority was told (model->auth_lock). */
 	uint64_t auth_bytes;		/* reported resident */

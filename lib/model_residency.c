@@ -644,9 +644,14 @@ unsigned int model_views_get(struct ortho_model *m,
 	for (i = 0; i < t->nunits; i++) {
 		struct model_unit *u = &m->units[t->units[i]];
 
+		unsigned int nv0 = nv;
+
 		for (k = 0; mem[i] && k < u->nviews; k++)
 			if (u->views[k].base == t)
 				views[nv++] = &u->views[k].o;
+		if (nv > nv0)
+			__atomic_add_fetch(&m->shards[u->shard].uses, 1,
+					   __ATOMIC_RELAXED);
 	}
 	return nv;
 }

@@ -10,6 +10,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,7 +282,8 @@ ORTHO_API int ortho_shard_info_get(const struct ortho_model *cm,
 
 	if (!m || !info)
 		return -EINVAL;
-	if (info->sz < sizeof(o))
+	/* The first release's struct ended with .tensors. */
+	if (info->sz < offsetof(struct ortho_shard_info, pad0))
 		return -EINVAL;
 	if (i >= m->nshards)
 		return -ERANGE;
@@ -298,12 +300,13 @@ ORTHO_API int ortho_shard_info_get(const struct ortho_model *cm,
 	o.bad_chunk = s->bad_chunk;
 	o.bytes = s->bytes;
 	o.since_ns = s->since_ns;
+	o.uses = __atomic_load_n(&s->uses, __ATOMIC_RELAXED);
 	if (s->state == ORTHO_SHARD_RESIDENT ||
 	    s->state == ORTHO_SHARD_EVICTING)
 		memcpy(o.device, m->ctx->backend_name,
 		       strnlen(m->ctx->backend_name, sizeof(o.device) - 1));
 	pthread_rwlock_unlock(&m->lock);
-	memcpy(info, &o, sizeof(o));
+	memcpy(info, &o, info->sz < sizeof(o) ? info->sz : sizeof(o));
 	return 0;
 }
 

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -135,8 +136,14 @@ START_TEST(test_shard_info)
 		prev = si;
 	}
 	ck_assert_uint_eq(labels, 3);
-	si.sz = sizeof(si) - 1;
+	/* Size-extensible: the first release's size works, less does not. */
+	si.sz = offsetof(struct ortho_shard_info, pad0) - 1;
 	ck_assert_int_eq(ortho_shard_info_get(m, 0, &si), -EINVAL);
+	memset(&si, 0xa5, sizeof(si));
+	si.sz = offsetof(struct ortho_shard_info, pad0);
+	ck_assert_int_eq(ortho_shard_info_get(m, 0, &si), 0);
+	ck_assert_uint_eq(si.uses, 0xa5a5a5a5a5a5a5a5ull);	/* untouched */
+	ck_assert_uint_eq(si.layer, 0);
 	si.sz = sizeof(si);
 	ck_assert_int_eq(ortho_shard_info_get(m, n, &si), -ERANGE);
 	ortho_model_close(m);

@@ -419,6 +419,73 @@ static void *loop_main(void *arg)
 	return NULL;
 }
 
+/* Sum of the use counts of the shards of @label (NULL: the others). */
+static uint64_t uses_of(struct ortho_model *m, const char *label, int others)
+{
+	struct ortho_shard_info si;
+	uint64_t n = 0;
+	unsigned int i;
+
+	for (i = 0; i < ortho_model_shard_count(m); i++) {
+		shard_info(m, i, &si);
+		if (!strcmp(si.label, label) != !!others)
+			n += si.uses;
+	}
+	return n;
+}
+
+/*
+ * Polled mode, and the application runs ops before it looks at the event
+ * fd: the op handles the notice waiting for it first and runs without the
+ * shard, as after SIGSTOP/SIGCONT. The revoke completes all the same.
+ */
+START_TEST(test_revoke_polled_op_first)
+{
+	unsigned int na;
+	const char *aids[64];
+	struct revoker rv = { .label = "a" };
+	struct tu_log lg;
+	struct daemon d;
+	struct ortho_ctx *ctx;
+	struct ortho_model *m;
+	struct pollfd pfd;
+	uint64_t ua, ub;
+	pthread_t t;
+
+	na = ids_of("a", aids);
+	daemon_start(&d);
+	grant(&d, "a");
+	grant(&d, "b");
+	ctx = auth_ctx(&d, &lg, ORTHO_CTX_EVENTS_POLLED);
+	m = open_model(ctx, g_dir, NULL, 0, 0);
+	check_all_without(m, NULL);
+	ua = uses_of(m, "a", 0);
+	ub = uses_of(m, "a", 1);
+	ck_assert_uint_gt(ua, 0);
+	ck_assert_uint_gt(ub, 0);
+
+	rv.d = &d;
+	ck_assert_int_eq(pthread_create(&t, NULL, revoke_main, &rv), 0);
+	pfd = (struct pollfd){ .fd = ortho_ctx_get_event_fd(ctx),
+			       .events = POLLIN };
+	ck_assert_int_eq(poll(&pfd, 1, 5000), 1);
+	/* No process_events(): the ops see to it. */
+	check_all_without(m, "a");
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(rv.in.complete, na);
+	ck_assert_uint_eq(rv.in.busy + rv.in.gone, 0);
+	ck_assert_uint_eq(count_state(m, "a", ORTHO_SHARD_REVOKED), na);
+	ck_assert_uint_eq(uses_of(m, "a", 0), ua);
+	ck_assert_uint_gt(uses_of(m, "a", 1), ub);
+	/* Nothing left for the application; the fd is read empty. */
+	ck_assert_int_eq(ortho_ctx_process_events(ctx), 0);
+	ck_assert_uint_eq(resident_count(&d, "a"), 0);
+	ortho_model_close(m);
+	ortho_ctx_free(ctx);
+	daemon_stop(&d);
+}
+END_TEST
+
 START_TEST(test_revoke_under_load)
 {
 	const char *aids[64];
@@ -507,6 +574,7 @@ static Suite *authority_suite(void)
 	tcase_add_test(tc, test_not_granted);
 	tcase_add_test(tc, test_revoke_by_thread);
 	tcase_add_test(tc, test_revoke_polled);
+	tcase_add_test(tc, test_revoke_polled_op_first);
 	tcase_add_test(tc, test_revoke_under_load);
 	tcase_add_test(tc, test_daemon_gone);
 	suite_add_tcase(s, tc);

@@ -279,18 +279,6 @@ static int shard_in_use(const struct run *r, const struct ortho_shard_info *si)
 	return si->state == ORTHO_SHARD_RESIDENT || shard_paged(r, si);
 }
 
-/* Mark in @used (one byte per shard) the shards ops use now. */
-static void mark_in_use(const struct run *r, unsigned char *used)
-{
-	unsigned int i, n = ortho_model_shard_count(r->model);
-	struct ortho_shard_info si = { .sz = sizeof(si) };
-
-	for (i = 0; i < n; i++)
-		if (!ortho_shard_info_get(r->model, i, &si) &&
-		    shard_in_use(r, &si))
-			used[i] = 1;
-}
-
 static void report_shards(const struct run *r)
 {
 	unsigned int i, n = ortho_model_shard_count(r->model), used = 0;
@@ -502,14 +490,25 @@ static void sleep_ms(unsigned long ms)
 		;
 }
 
+/* Each shard's use count (ops that added its Ortho) into @uses. */
+static void read_uses(const struct run *r, uint64_t *uses)
+{
+	unsigned int i, n = ortho_model_shard_count(r->model);
+	struct ortho_shard_info si = { .sz = sizeof(si) };
+
+	for (i = 0; i < n; i++)
+		uses[i] = ortho_shard_info_get(r->model, i, &si) ? 0 : si.uses;
+}
+
 /*
- * One round of --repeat. A shard counts as used when ops used it at the
- * start or at the end of the round, so that a round a revocation cut in
- * two is not reported as Base-only.
+ * One round of --repeat. K counts the shards whose Ortho some op of the
+ * round added: a round a revocation cut in two shows the shards it still
+ * used, a round after it shows none.
  */
-static int ppl_round(struct run *r, const char *text, unsigned char *used)
+static int ppl_round(struct run *r, const char *text, uint64_t *uses)
 {
 	unsigned int i, k = 0, n = ortho_model_shard_count(r->model);
+	struct ortho_shard_info si = { .sz = sizeof(si) };
 	char *copy = strdup(text);
 	double total;
 	uint64_t count;
@@ -517,17 +516,14 @@ static int ppl_round(struct run *r, const char *text, unsigned char *used)
 
 	if (!copy)
 		return -ENOMEM;
-	memset(used, 0, n ? n : 1);
-	if (!r->o.no_ortho)
-		mark_in_use(r, used);
+	read_uses(r, uses);
 	ret = ppl_pass(r, copy, &total, &count);
 	free(copy);
 	if (ret)
 		return ret;
-	if (!r->o.no_ortho)
-		mark_in_use(r, used);
 	for (i = 0; i < n; i++)
-		k += used[i];
+		k += !ortho_shard_info_get(r->model, i, &si) &&
+		     si.uses != uses[i];
 	printf("ppl %.4f tokens %llu shards %u\n", exp(total / (double)count),
 	       (unsigned long long)count, k);
 	/* Watchers read the rounds as they come. */
@@ -537,7 +533,7 @@ static int ppl_round(struct run *r, const char *text, unsigned char *used)
 static int cmd_ppl(struct run *r)
 {
 	char *text = read_text(r->o.text);
-	unsigned char *used = NULL;
+	uint64_t *used = NULL;
 	unsigned long i;
 	double total;
 	uint64_t count;
@@ -554,7 +550,7 @@ static int cmd_ppl(struct run *r)
 		free(text);
 		return ret;
 	}
-	used = malloc(ortho_model_shard_count(r->model) + 1);
+	used = calloc(ortho_model_shard_count(r->model) + 1, sizeof(*used));
 	ret = used ? 0 : -ENOMEM;
 	for (i = 0; !ret && i < r->o.repeat; i++) {
 		if (i && r->o.interval_ms)

@@ -337,6 +337,9 @@ struct ortho_shard_info {
 	uint64_t since_ns;	/* CLOCK_REALTIME when it became resident */
 	char device[16];	/* "cpu", "cuda:0" */
 	uint32_t tensors;	/* Ortho tensors in the shard */
+	uint32_t pad0;		/* zero */
+	uint64_t uses;		/* ops that added this shard's Ortho, since
+				 * the model was opened (ORTHO_0.2) */
 };
 
 /**
