@@ -236,4 +236,243 @@ int cuda_device_describe(struct ortho_ctx *ctx, char *buf, size_t len)
 		 d->api->driver_version % 1000 / 10);
 	return 0;
 }
+
+int cuda_bench_device(struct ortho_ctx *ctx, struct cuda_bench_dev *dev)
+{
+	struct cuda_dev *d = cuda_dev_of(ctx);
+	int l2 = 0, ret;
+
+	if (!d)
+		return -ENODEV;
+	memset(dev, 0, sizeof(*dev));
+	ret = cuda_device_describe(ctx, dev->desc, sizeof(dev->desc));
+	if (!ret)
+		ret = cuda_ck(ctx, d->api, d->api->device_get_attribute(&l2,
+					CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE,
+					d->dev),
+			      "cuDeviceGetAttribute(L2 size)");
+	if (ret)
+		return ret;
+	dev->l2_bytes = l2 > 0 ? (size_t)l2 : 0;
+	ret = cuda_enter(d);
+	if (ret)
+		return ret;
+	ret = cuda_ck(ctx, d->api, d->api->mem_get_info(&dev->free_bytes,
+							&dev->total_bytes),
+		      "cuMemGetInfo");
+	cuda_leave(d);
+	return ret;
+}
+
+/* The choice cuda_launch() makes. */
+const char *cuda_bench_kernel(uint32_t ntok)
+{
+	if (ntok > OKC_GEMV_MAX_NTOK)
+		return OKC_FN_GEMM;
+	return ntok == 1 ? OKC_FN_GEMV1 : ntok <= 4 ? OKC_FN_GEMV4 :
+	       OKC_FN_GEMV8;
+}
+
+struct cuda_bench_set {
+	struct ortho_ctx *ctx;
+	struct cuda_dev *d;
+	uint32_t n, ntok;
+	struct backend_q8 *q;		/* n */
+	struct backend_ortho *o;	/* n, or NULL: no deltas */
+	uint32_t nq, no;		/* uploaded so far */
+	struct cuda_buf x, y;		/* the set's own, not the op's */
+	size_t xbytes, ybytes;
+};
+
+static int set_shapes_ok(struct ortho_ctx *ctx, const struct ok_q8 *m,
+			 const struct ok_ortho *o, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		if (m[i].rows != m[0].rows || m[i].cols != m[0].cols ||
+		    m[i].group != m[0].group ||
+		    (o && (o[i].rows != m[0].rows ||
+			   o[i].cols != m[0].cols))) {
+			olog_err(ctx, "bench set: matrix %u is not %ux%u", i,
+				 m[0].rows, m[0].cols);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Entered: the set's x (copied in) and y. */
+static int set_buffers(struct cuda_bench_set *s, const float *x)
+{
+	struct cuda_dev *d = s->d;
+	int ret;
+
+	ret = cuda_buf_reserve(d, &s->x, s->xbytes);
+	if (!ret)
+		ret = cuda_buf_reserve(d, &s->y, s->ybytes);
+	if (!ret)
+		ret = cuda_ck(s->ctx, d->api,
+			      d->api->memcpy_htod_async(s->x.ptr, x, s->xbytes,
+							d->stream),
+			      "cuMemcpyHtoDAsync(bench set x)");
+	if (!ret)
+		ret = cuda_ck(s->ctx, d->api,
+			      d->api->stream_synchronize(d->stream),
+			      "cuStreamSynchronize(bench set x)");
+	return ret;
+}
+
+int cuda_bench_set_new(struct ortho_ctx *ctx, const struct ok_q8 *m,
+		       const struct ok_ortho *o, uint32_t n, const float *x,
+		       uint32_t ntok, struct cuda_bench_set **out)
+{
+	struct cuda_dev *d = cuda_dev_of(ctx);
+	struct cuda_bench_set *s;
+	int ret;
+
+	*out = NULL;
+	if (!d)
+		return -ENODEV;
+	if (!m || !n || !x || !ntok)
+		return -EINVAL;
+	ret = set_shapes_ok(ctx, m, o, n);
+	if (ret)
+		return ret;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->ctx = ctx;
+	s->d = d;
+	s->n = n;
+	s->ntok = ntok;
+	s->xbytes = (size_t)ntok * m[0].cols * sizeof(float);
+	s->ybytes = (size_t)ntok * m[0].rows * sizeof(float);
+	s->q = calloc(n, sizeof(*s->q));
+	s->o = o ? calloc(n, sizeof(*s->o)) : NULL;
+	ret = s->q && (s->o || !o) ? 0 : -ENOMEM;
+	for (; !ret && s->nq < n; s->nq++) {
+		s->q[s->nq].host = m[s->nq];
+		ret = backend_cuda.base_upload(ctx, &s->q[s->nq]);
+		if (ret)
+			break;
+	}
+	for (; !ret && o && s->no < n; s->no++) {
+		s->o[s->no].host = o[s->no];
+		ret = backend_cuda.ortho_upload(ctx, &s->o[s->no]);
+		if (ret)
+			break;
+	}
+	if (!ret)
+		ret = cuda_enter(d);
+	if (!ret) {
+		ret = set_buffers(s, x);
+		cuda_leave(d);
+	}
+	if (ret) {
+		cuda_bench_set_free(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
+}
+
+/* Entered: queue matrix @i's kernel. */
+static int set_launch(struct cuda_bench_set *s, uint32_t i, int with_ortho)
+{
+	const struct backend_ortho *op[1] = { NULL };
+	struct okc_args a;
+	int ret;
+
+	if (with_ortho)
+		op[0] = &s->o[i];
+	ret = cuda_args_fill(s->ctx, &s->q[i], op, with_ortho ? 1 : 0,
+			     s->ntok, &a);
+	if (ret)
+		return ret;
+	a.x = s->x.ptr;
+	a.y = s->y.ptr;
+	return cuda_launch(s->d, &a);
+}
+
+int cuda_bench_set_pass(struct cuda_bench_set *s, int with_ortho,
+			double *sec)
+{
+	struct bench_timer t = { NULL, NULL };
+	double span = 0;
+	uint32_t i;
+	int ret;
+
+	if (with_ortho && !s->o)
+		return -EINVAL;
+	ret = cuda_enter(s->d);
+	if (ret)
+		return ret;
+	ret = timer_new(s->d, &t);
+	if (!ret)
+		ret = timer_mark(s->d, t.start);
+	for (i = 0; !ret && i < s->n; i++)
+		ret = set_launch(s, i, with_ortho);
+	if (!ret)
+		ret = timer_mark(s->d, t.stop);
+	if (!ret)
+		ret = timer_read(s->d, &t, &span);
+	timer_free(s->d, &t);
+	cuda_leave(s->d);
+	if (!ret && !(span > 0))
+		ret = -EIO;
+	if (!ret)
+		*sec = span / s->n;
+	return ret;
+}
+
+int cuda_bench_set_output(struct cuda_bench_set *s, uint32_t i,
+			  int with_ortho, float *y)
+{
+	struct cuda_dev *d = s->d;
+	int ret;
+
+	if (i >= s->n || (with_ortho && !s->o))
+		return -EINVAL;
+	ret = cuda_enter(d);
+	if (ret)
+		return ret;
+	/* All ones: NaN in every float, so an unwritten output shows. */
+	ret = cuda_ck(s->ctx, d->api, d->api->memset_d8_async(s->y.ptr, 0xff,
+						s->ybytes, d->stream),
+		      "cuMemsetD8Async(bench set y)");
+	if (!ret)
+		ret = set_launch(s, i, with_ortho);
+	if (!ret)
+		ret = cuda_ck(s->ctx, d->api,
+			      d->api->memcpy_dtoh_async(y, s->y.ptr, s->ybytes,
+							d->stream),
+			      "cuMemcpyDtoHAsync(bench set y)");
+	if (!ret)
+		ret = cuda_ck(s->ctx, d->api,
+			      d->api->stream_synchronize(d->stream),
+			      "cuStreamSynchronize(bench set y)");
+	cuda_leave(d);
+	return ret;
+}
+
+void cuda_bench_set_free(struct cuda_bench_set *s)
+{
+	uint32_t i;
+
+	if (!s)
+		return;
+	for (i = 0; s->o && i < s->no; i++)
+		backend_cuda.ortho_release(s->ctx, &s->o[i]);
+	for (i = 0; s->q && i < s->nq; i++)
+		backend_cuda.base_release(s->ctx, &s->q[i]);
+	if (!cuda_enter(s->d)) {
+		cuda_buf_drop(s->d, &s->x);
+		cuda_buf_drop(s->d, &s->y);
+		cuda_leave(s->d);
+	}
+	free(s->o);
+	free(s->q);
+	free(s);
+}
 #endif /* HAVE_CUDA */

@@ -14,6 +14,9 @@
  *   given density. They run in rounds, one pass over the matrices each,
  *   the order rotating every round, so drift hits all three alike.
  * - Each call is timed on its own; a variant's figure is the median.
+ *
+ * --backend cuda[:N] (or auto, when it finds a device) runs the same
+ * variants on the device instead: ortho-bench-gemv-cuda.c.
  */
 #include <errno.h>
 #include <math.h>
@@ -26,6 +29,7 @@
 #include "fp16.h"
 #include "kernels.h"
 #include "ortho-bench.h"
+#include "ortho-bench-gemv.h"
 
 #ifdef HAVE_OPENBLAS
 #include <cblas.h>
@@ -41,31 +45,8 @@
 /* OpenBLAS's default spin before its threads sleep: 2^28 TSC cycles. */
 #define OPENBLAS_TIMEOUT_LOG2 28
 
-enum { V_INT8, V_BASE, V_ORTHO, NVAR };
-
 static const char *const var_name[NVAR] = {
 	"int8", "fused base only", "fused + Ortho",
-};
-
-struct gemv_opts {
-	uint32_t rows, cols, group, threads, iters, ntok;
-	double density;
-	int json;
-};
-
-/* One set of INT8 matrices (and their Ortho) in two big mappings. */
-struct q8_set {
-	uint32_t n;
-	size_t base_bytes;	/* one matrix: weights and scales */
-	size_t ortho_bytes;	/* one matrix's Ortho, all arrays */
-	uint64_t nnz;		/* all matrices */
-	void *map;
-	size_t map_len;
-	struct ok_q8 *m;
-	struct ok_ortho *o;
-	uint32_t *rowptr;
-	void *col;
-	uint16_t *val;
 };
 
 static uint64_t rng_next(uint64_t *s)
@@ -77,8 +58,7 @@ static uint64_t rng_next(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
-/* Uniform in [-1, 1). */
-static float rng_float(uint64_t *s)
+float gemv_randf(uint64_t *s)
 {
 	return (float)((int64_t)rng_next(s) >> 40) * 0x1p-23f;
 }
@@ -208,7 +188,7 @@ static int q8_set_ortho(struct q8_set *set, const struct gemv_opts *op,
 					((uint16_t *)set->col)[at] =
 						(uint16_t)pick[j];
 				set->val[at] = f32_to_fp16(
-					rng_float(s) * 0.02f);
+					gemv_randf(s) * 0.02f);
 			}
 			rp[r + 1] = rp[r] + k;
 		}
@@ -219,7 +199,7 @@ static int q8_set_ortho(struct q8_set *set, const struct gemv_opts *op,
 	return 0;
 }
 
-static void q8_set_free(struct q8_set *set)
+void gemv_set_free(struct q8_set *set)
 {
 	if (set->map)
 		munmap(set->map, set->map_len);
@@ -258,7 +238,7 @@ static int q8_set_fill(struct q8_set *set, const struct gemv_opts *op,
 
 	fill_bytes(p, q_len, s);
 	for (k = 0; k < sc_len; k++)
-		sc[k] = (1.0f + 0.5f * rng_float(s)) / 127.0f;
+		sc[k] = (1.0f + 0.5f * gemv_randf(s)) / 127.0f;
 	for (i = 0; i < set->n; i++) {
 		set->m[i].q = (const int8_t *)p + rc * i;
 		set->m[i].scales = sc + (size_t)op->rows * ng * i;
@@ -289,8 +269,7 @@ static void samples_add(struct samples *sm, double t)
 		sm->t[sm->n++] = t;
 }
 
-/* Timed passes over @n matrices, @calls calls in all. */
-static uint32_t passes_for(const struct gemv_opts *op, uint32_t n)
+uint32_t gemv_passes(const struct gemv_opts *op, uint32_t n)
 {
 	uint64_t calls = op->iters ? op->iters :
 		(uint64_t)n * MIN_PASSES > MIN_CALLS ?
@@ -355,14 +334,14 @@ static int run_fp32(const struct gemv_opts *op, uint64_t llc, uint64_t cap,
 	if (!n)
 		return -ENOMEM;
 	w = big_alloc(rc * 4 * n);
-	passes = passes_for(op, n);
+	passes = gemv_passes(op, n);
 	if (!w || samples_init(&sm, (size_t)passes * n)) {
 		if (w)
 			munmap(w, rc * 4 * n);
 		return -ENOMEM;
 	}
 	for (k = 0; k < rc * n; k++)
-		w[k] = rng_float(&s) * (1.0f / 64);
+		w[k] = gemv_randf(&s) * (1.0f / 64);
 	openblas_set_num_threads((int)op->threads);
 	res->fp32_threads = (uint32_t)openblas_get_num_threads();
 	for (i = 0; i < n; i++)		/* warm-up: threads, page tables */
@@ -410,7 +389,7 @@ static int run_ours(const struct gemv_opts *op, struct ok_pool *pool,
 		    const struct q8_set *set, const float *x, float *y,
 		    struct gemv_result *res)
 {
-	uint32_t passes = passes_for(op, set->n), pass, i, k;
+	uint32_t passes = gemv_passes(op, set->n), pass, i, k;
 	size_t ylen = (size_t)op->rows * op->ntok;
 	struct samples sm[NVAR];
 	int v, ret = 0;
@@ -482,11 +461,11 @@ static void print_json(const struct gemv_opts *op, const struct q8_set *set,
 				   set->n));
 	bench_json_close(&j);
 	bench_json_bool(&j, "working_set_capped", capped || res->fp32_capped);
-	bench_json_int(&j, "calls", (long long)passes_for(op, set->n) * set->n);
+	bench_json_int(&j, "calls", (long long)gemv_passes(op, set->n) * set->n);
 #ifdef HAVE_OPENBLAS
 	bench_json_num(&j, "fp32_s", res->fp32_s);
 	bench_json_int(&j, "fp32_calls",
-		       (long long)passes_for(op, res->fp32_n) * res->fp32_n);
+		       (long long)gemv_passes(op, res->fp32_n) * res->fp32_n);
 	bench_json_int(&j, "fp32_threads", res->fp32_threads);
 	bench_json_str(&j, "blas", openblas_get_config());
 	bench_json_num(&j, "blas_settle_s", res->fp32_wait_s);
@@ -645,8 +624,8 @@ static int nnz_bound(const struct gemv_opts *op, uint32_t *out)
 	return 0;
 }
 
-static int setup(const struct gemv_opts *op, uint64_t llc, uint64_t cap,
-		 struct q8_set *set, int *capped)
+int gemv_setup(const struct gemv_opts *op, uint64_t llc, uint64_t cap,
+	       struct q8_set *set, int *capped)
 {
 	const size_t ng = ((size_t)op->cols + op->group - 1) / op->group;
 	size_t colsz = op->cols > 65536 ? 4 : 2;
@@ -711,7 +690,7 @@ int bench_gemv(int argc, char **argv)
 		goto out;
 	}
 	for (k = 0; k < (size_t)op.cols * op.ntok; k++)
-		x[k] = rng_float(&s);
+		x[k] = gemv_randf(&s);
 #ifdef HAVE_OPENBLAS
 	ret = run_fp32(&op, llc, cap, x, y, &res);
 	if (ret) {
@@ -720,7 +699,7 @@ int bench_gemv(int argc, char **argv)
 		goto out;
 	}
 #endif
-	ret = setup(&op, llc, cap, &set, &capped);
+	ret = gemv_setup(&op, llc, cap, &set, &capped);
 	if (ret)
 		goto out;
 	ret = run_ours(&op, pool, &set, x, y, &res);
@@ -733,7 +712,7 @@ int bench_gemv(int argc, char **argv)
 	else
 		print_text(&op, &set, &res, llc, llc_assumed, capped);
 out:
-	q8_set_free(&set);
+	gemv_set_free(&set);
 	free(x);
 	free(y);
 	ok_pool_free(pool);

@@ -76,6 +76,10 @@ enum ortho_ctx_flags {
 	 * Revocation notices are handled by the application: it polls
 	 * ortho_ctx_get_event_fd() and calls ortho_ctx_process_events().
 	 * Without this flag a thread of the library's own handles them.
+	 * Either way, a notice that has reached the process is handled
+	 * before the next ortho_linear() starts, in the caller's thread if
+	 * nobody else has yet: an op never uses a shard whose revocation
+	 * the process has been told of.
 	 */
 	ORTHO_CTX_EVENTS_POLLED = 1u << 0,
 	/* Fail ortho_ctx_new() when the authority cannot be reached. */
@@ -87,8 +91,14 @@ enum ortho_ctx_flags {
  * @opts: options, or NULL for defaults.
  * @out: the new context.
  *
+ * An authority that cannot be reached is a warning, and the context goes
+ * on without it, unless ORTHO_CTX_AUTHORITY_REQUIRED is set.
+ *
  * Return: 0, or -EINVAL for bad options, -ENODEV when the backend asked
- * for is not available, -ENOMEM.
+ * for is not available, -ENOMEM; with ORTHO_CTX_AUTHORITY_REQUIRED also
+ * -ENOTCONN (no authority configured), -ENOENT or -ECONNREFUSED (its
+ * socket is missing or nobody listens), -EPROTO (it speaks another
+ * protocol).
  */
 ORTHO_API int ortho_ctx_new(const struct ortho_ctx_opts *opts,
 			    struct ortho_ctx **out);
@@ -120,8 +130,9 @@ ORTHO_API unsigned int ortho_ctx_get_threads(const struct ortho_ctx *ctx);
  * when a revocation notice waits (with ORTHO_CTX_EVENTS_POLLED).
  * @ctx: the context.
  *
- * Return: the descriptor (owned by the context), or -ENOTCONN when the
- * context has no authority.
+ * Return: the descriptor (owned by the context), -EINVAL without
+ * ORTHO_CTX_EVENTS_POLLED (the library's thread handles notices), or
+ * -ENOTCONN when the context has no authority.
  */
 ORTHO_API int ortho_ctx_get_event_fd(struct ortho_ctx *ctx);
 
@@ -132,7 +143,9 @@ ORTHO_API int ortho_ctx_get_event_fd(struct ortho_ctx *ctx);
  * finishes first; the next one runs without the shard.
  * @ctx: the context.
  *
- * Return: the number of notices handled, or -errno.
+ * Return: the number of notices handled (0 also when an op handled them
+ * first), -EINVAL without ORTHO_CTX_EVENTS_POLLED, -ENOTCONN without an
+ * authority, -ECONNRESET once the authority hung up and nothing is left.
  */
 ORTHO_API int ortho_ctx_process_events(struct ortho_ctx *ctx);
 
@@ -164,8 +177,10 @@ struct ortho_model_opts {
 	size_t sz;
 	unsigned int flags;		/* enum ortho_model_flags */
 	/*
-	 * Key source: a key file written by ortho-pack. Shards whose key is
-	 * not there are not used (state ORTHO_SHARD_NO_KEY), with one warning.
+	 * Key source: a key file written by ortho-pack; NULL takes keys from
+	 * the context's authority (orthod), when it has one. Shards whose
+	 * key is not had are not used (state ORTHO_SHARD_NO_KEY), with one
+	 * warning.
 	 */
 	const char *key_file;
 	/* Only shards with this label; NULL means every label. */
@@ -423,7 +438,9 @@ struct ortho_pack_opts {
 	const char *public_path;	/* llama2.c .bin or .safetensors */
 	const char *private_path;	/* NULL: Base only */
 	const char *label;		/* shard label; needed with private */
-	const char *key_file;		/* needed with private */
+	/* Needed with private, unless the context has an authority:
+	 * then the keys go to it (orthod) and never to a file. */
+	const char *key_file;
 	const char *out_dir;
 	double keep;			/* share of delta energy; 0 means 1 */
 	uint32_t group_size;		/* 0 means 64 */
