@@ -5,8 +5,16 @@
  * -EINVAL) and, when built with CUDA, the embedded fatbin's contents (sm_80
  * and sm_90 code, compute_90 PTX). With a device: every kernel against its
  * CPU twin ok_fused_rows() on fresh random inputs of many shapes (outputs
- * poisoned first, NaN never passes), bad input, threads, and the timing
- * helpers. The Ortho pool's accounting and wipe: tests/test_cuda_pool.c.
+ * poisoned first, NaN never passes), NaN and Inf in x, bad input, threads,
+ * and the timing helpers. The Ortho pool's accounting and wipe:
+ * tests/test_cuda_pool.c.
+ *
+ * The bound: the device sums in FP32 in its own order, so an output may
+ * differ from the CPU twin's by 1e-5 of sum |w x| (plus 1e-6); where the
+ * CPU twin takes its AVX2 integer path (ok_have_avx2() and okx_madd_ok():
+ * groups of a multiple of 16 columns, at most 1024) it rounds x to INT16
+ * per group, and the bound kernels/fused.h states for that is added:
+ * 2^-16 * sum over groups of max |x| * sum |w|.
  */
 #include "config.h"
 
@@ -24,7 +32,10 @@
 #include "backend.h"
 #include "backend_cuda.h"
 #include "ctx.h"
+#include "cuda_bench.h"
 #include "fp16.h"
+#include "fused.h"
+#include "gemv_int8_abi.h"
 #include "kernels.h"
 #include "testutil.h"
 
@@ -36,6 +47,7 @@
 
 /* Relative to sum |w x| over the output's terms (FP32 sums, any order). */
 #define REL_TOL 1e-5
+#define ABS_TOL 1e-6
 
 static struct tu_log lg;
 static uint64_t seed = 0x0c0da5eedull;
@@ -135,18 +147,37 @@ static void prob_free(struct prob *p)
 	free(p->ref);
 }
 
-/* Sum of |term| of output (t, r): the scale of FP32 rounding there. */
-static double magnitude(const struct prob *p, uint32_t t, uint32_t r)
+/* Does the CPU twin round x to INT16 for @m (kernels/fused.h)? */
+static int twin_int16(const struct ok_q8 *m)
+{
+	return ok_have_avx2() && okx_madd_ok(m);
+}
+
+/*
+ * The bound of output (t, r): REL_TOL of the sum of |term| (the scale of
+ * FP32 rounding there) plus ABS_TOL, plus the INT16 x-rounding bound of
+ * the Base part where the CPU twin rounds x.
+ */
+static double bound_of(const struct prob *p, uint32_t t, uint32_t r,
+		       int int16)
 {
 	const struct ok_q8 *m = &p->m;
 	const float *x = p->x + (size_t)t * m->cols;
 	size_t ng = (m->cols + m->group - 1) / m->group, k;
-	double s = 0;
+	double s = 0, xqb = 0, w, gw = 0, gx = 0;
 	uint32_t c, i;
 
-	for (c = 0; c < m->cols; c++)
-		s += fabs((double)m->q[(size_t)r * m->cols + c] *
-			  m->scales[r * ng + c / m->group] * x[c]);
+	for (c = 0; c < m->cols; c++) {
+		w = fabs((double)m->q[(size_t)r * m->cols + c] *
+			 m->scales[r * ng + c / m->group]);
+		s += w * fabs(x[c]);
+		gw += w;
+		gx = fmax(gx, fabs(x[c]));
+		if ((c + 1) % m->group && c + 1 < m->cols)
+			continue;
+		xqb += ldexp(gx * gw, -16);
+		gw = gx = 0;
+	}
 	for (i = 0; i < p->no; i++) {
 		const struct ok_ortho *o = &p->o[i];
 
@@ -163,10 +194,41 @@ static double magnitude(const struct prob *p, uint32_t t, uint32_t r)
 			s += fabs(fp16_to_f32(o->val[k]) * x[c]);
 		}
 	}
-	return s;
+	return REL_TOL * s + ABS_TOL + (int16 ? xqb : 0);
 }
 
-/* Return: outputs of @y outside the bound around @ref (NaN never passes). */
+static double bound(const struct prob *p, uint32_t t, uint32_t r)
+{
+	return bound_of(p, t, r, twin_int16(&p->m));
+}
+
+/*
+ * x at its worst for the INT16 rounding: one large value per group sets
+ * the step, the rest are a few steps each, so each is off by up to half a
+ * step and the error is near the bound, far above FP32 rounding. The
+ * reference is computed again.
+ */
+static void skew_x(struct prob *p)
+{
+	const uint32_t cols = p->m.cols, g = p->m.group;
+	uint32_t t, c;
+
+	for (t = 0; t < p->ntok; t++) {
+		float *x = p->x + (size_t)t * cols;
+
+		for (c = 0; c < cols; c++)
+			x[c] = c % g ? 1000.0f * 1e-4f * tu_randn(&seed) :
+			       (tu_rand(&seed) & 1 ? 1000.0f : -1000.0f);
+	}
+	ok_fused_rows(&p->m, p->op, p->no, p->x, p->ref, p->ntok, 0,
+		      p->m.rows);
+}
+
+/*
+ * Return: outputs of @y outside the bound around @ref. NaN never passes
+ * where the CPU twin is finite; where it is NaN or Inf (NaN or Inf in x),
+ * the device must give NaN or that same Inf.
+ */
 static size_t compare(const struct prob *p, const float *y, const char *what)
 {
 	size_t bad = 0;
@@ -176,9 +238,14 @@ static size_t compare(const struct prob *p, const float *y, const char *what)
 		for (r = 0; r < p->m.rows; r++) {
 			size_t k = (size_t)t * p->m.rows + r;
 			double d = fabs((double)y[k] - p->ref[k]);
-			double lim = REL_TOL * magnitude(p, t, r);
+			double lim;
 
-			if (isfinite(y[k]) && d <= lim)
+			if (isnan(p->ref[k]) && isnan(y[k]))
+				continue;
+			if (isinf(p->ref[k]) && y[k] == p->ref[k])
+				continue;
+			lim = isfinite(p->ref[k]) ? bound(p, t, r) : 0;
+			if (isfinite(p->ref[k]) && isfinite(y[k]) && d <= lim)
 				continue;
 			if (bad++ < 4)
 				fprintf(stderr, "%s %ux%u ntok %u: "
@@ -271,6 +338,96 @@ START_TEST(select_no_device)
 }
 END_TEST
 
+/*
+ * The bound against the device, tried here on the CPU's own FP32 path (the
+ * scalar one sums in FP32 in yet another order, as the device does)
+ * against the CPU twin's default: it holds, also on x skewed for the INT16
+ * rounding, where it holds only with the INT16 term; NaN and a real error
+ * do not pass.
+ */
+static const struct {
+	uint32_t rows, cols, group, ntok;
+	const char *encs;
+	int skew;
+} cpu_shapes[] = {
+	{ 256, 64, 64, 1, "1", 1 },
+	{ 100, 1000, 64, 3, "13", 1 },
+	{ 37, 4099, 128, 1, "2", 0 },
+	{ 70, 520, 48, 5, "1", 0 },
+	{ 300, 2048, 64, 2, "1", 0 },
+};
+
+START_TEST(bound_cpu_paths)
+{
+	struct prob p;
+	float *y;
+	size_t k, n, over = 0;
+	uint32_t t, r;
+
+	prob_make(&p, cpu_shapes[_i].rows, cpu_shapes[_i].cols,
+		  cpu_shapes[_i].group, cpu_shapes[_i].ntok,
+		  cpu_shapes[_i].encs, 0.02);
+	if (cpu_shapes[_i].skew)
+		skew_x(&p);
+	n = (size_t)p.ntok * p.m.rows;
+	y = malloc(n * sizeof(*y));
+	ck_assert_ptr_nonnull(y);
+	for (k = 0; k < n; k++)
+		y[k] = NAN;
+	ok_force_scalar(1);
+	ok_fused_rows(&p.m, p.op, p.no, p.x, y, p.ntok, 0, p.m.rows);
+	ok_force_scalar(0);
+	ck_assert_uint_eq(compare(&p, y, "scalar vs default"), 0);
+	for (t = 0; t < p.ntok; t++)
+		for (r = 0; r < p.m.rows; r++) {
+			k = (size_t)t * p.m.rows + r;
+			over += fabs((double)y[k] - p.ref[k]) >
+				bound_of(&p, t, r, 0);
+		}
+	if (cpu_shapes[_i].skew && twin_int16(&p.m))
+		ck_assert_msg(over > 0, "the INT16 term is never needed");
+	if (!twin_int16(&p.m))
+		ck_assert_uint_eq(over, 0);
+	y[n / 2] = NAN;
+	ck_assert_uint_eq(compare(&p, y, "NaN planted (expected)"), 1);
+	y[n / 2] = (float)(p.ref[n / 2] + 4 * bound(&p,
+			(uint32_t)(n / 2 / p.m.rows), (uint32_t)(n / 2 % p.m.rows)));
+	ck_assert_uint_eq(compare(&p, y, "error planted (expected)"), 1);
+	free(y);
+	prob_free(&p);
+}
+END_TEST
+
+/* The device timers refuse a context on the CPU, without touching CUDA. */
+START_TEST(bench_off_cuda)
+{
+	static char not_null;
+	struct cuda_bench_set *bs = (void *)&not_null;	/* must be cleared */
+	struct cuda_bench_dev dev;
+	struct ortho_ctx *c;
+	struct prob p;
+	double v = 0;
+	char desc[64];
+	int err;
+
+	c = ctx_on("cpu", &err);
+	ck_assert_ptr_nonnull(c);
+	prob_make(&p, 8, 64, 64, 1, "1", 0.1);
+	ck_assert_int_eq(cuda_copy_bandwidth(c, 1 << 20, 1, &v), -ENODEV);
+	ck_assert_int_eq(cuda_bench_gemv(c, &p.m, p.op, p.no, p.x, p.y, 1, 1,
+					 &v), -ENODEV);
+	ck_assert_int_eq(cuda_device_describe(c, desc, sizeof(desc)),
+			 -ENODEV);
+	ck_assert_int_eq(cuda_bench_device(c, &dev), -ENODEV);
+	ck_assert_int_eq(cuda_bench_set_new(c, &p.m, p.o, 1, p.x, 1, &bs),
+			 -ENODEV);
+	ck_assert_ptr_null(bs);
+	cuda_bench_set_free(NULL);
+	ortho_ctx_free(c);
+	prob_free(&p);
+}
+END_TEST
+
 /* With a device: the driver's own switch hides it (a forked child). */
 START_TEST(select_hidden_device)
 {
@@ -350,21 +507,24 @@ static void ck_cu(CUresult r, const char *what)
 	ck_assert_msg(r == CUDA_SUCCESS, "%s: CUDA error %d", what, (int)r);
 }
 
-/* Fill the device's y scratch with NaN so an unwritten output shows. */
-static void poison_y(void)
+/*
+ * Fill the device's y scratch with NaN so an unwritten output shows; it is
+ * grown to @bytes first, so the op finds it large enough and uses it as it
+ * is (a fresh allocation would hold whatever the device had there).
+ */
+static void poison_y(size_t bytes)
 {
 	struct cuda_dev *d = cuda_dev_of(gctx);
 
 	ck_assert_int_eq(cuda_enter(d), 0);
-	if (d->ybuf.ptr) {
-		ck_cu(d->api->memset_d8_async(d->ybuf.ptr, 0xff, d->ybuf.cap,
-					      d->stream), "poison");
-		ck_cu(d->api->stream_synchronize(d->stream), "poison sync");
-	}
+	ck_assert_int_eq(cuda_buf_reserve(d, &d->ybuf, bytes), 0);
+	ck_cu(d->api->memset_d8_async(d->ybuf.ptr, 0xff, d->ybuf.cap,
+				      d->stream), "poison");
+	ck_cu(d->api->stream_synchronize(d->stream), "poison sync");
 	cuda_leave(d);
 }
 #else
-static void poison_y(void)
+static void poison_y(size_t bytes)
 {
 }
 #endif
@@ -407,7 +567,7 @@ static void run_and_compare(struct prob *p, struct dev_prob *dp,
 
 	for (k = 0; k < (size_t)p->ntok * p->m.rows; k++)
 		p->y[k] = NAN;
-	poison_y();
+	poison_y((size_t)p->ntok * p->m.rows * sizeof(float));
 	ck_assert_int_eq(gctx->backend->linear(gctx, &dp->q, dp->op, p->no,
 					       p->x, p->y, p->ntok), 0);
 	ck_assert_msg(compare(p, p->y, what) == 0, "%s: outputs differ from "
@@ -436,6 +596,12 @@ static const struct {
 	{ 16, 256, 64, 5, "", 0 },		/* no Ortho */
 	{ 80, 256, 64, 40, "", 0 },
 	{ 1, 1, 1, 1, "3", 0 },
+	{ 4093, 4099, 64, 1, "13", 0.01 },	/* odd, short last group */
+	{ 7, 3, 2, 2, "3", 0.5 },		/* tiny, group 2 */
+	{ 129, 4096, 1024, 1, "1", 0.01 },	/* largest INT16 group */
+	{ 31, 2048, 2048, 3, "1", 0.01 },	/* group too large for it */
+	{ 5, 33, 16, 9, "12", 0.2 },		/* gemv8, odd */
+	{ 33, 4099, 128, 33, "31", 0.01 },	/* gemm, odd */
 };
 
 START_TEST(gpu_matches_cpu)
@@ -456,6 +622,137 @@ START_TEST(gpu_matches_cpu)
 	run_and_compare(&p, &dp, what);
 	dev_down(&dp, p.no);
 	prob_free(&p);
+}
+END_TEST
+
+/*
+ * NaN and Inf in x come out as IEEE arithmetic gives them, as on the CPU.
+ * CSR deltas only: the GEMM kernel adds a dense delta into the weight tile
+ * before it multiplies, (w + o) x instead of w x + o x, which is the same
+ * sum to rounding for finite x but not for an infinite one (Inf - Inf).
+ */
+static const struct {
+	uint32_t rows, cols, group, ntok;
+} special[] = {
+	{ 40, 256, 64, 2 },			/* INT16 path on the CPU */
+	{ 40, 250, 50, 2 },			/* FP32 on both */
+	{ 64, 512, 64, 20 },			/* gemm */
+};
+
+START_TEST(gpu_special_values)
+{
+	struct dev_prob dp;
+	struct prob p;
+	char what[64];
+	uint32_t r, nan = 0, inf = 0;
+
+	prob_make(&p, special[_i].rows, special[_i].cols, special[_i].group,
+		  special[_i].ntok, "12", 0.1);
+	p.x[5] = INFINITY;				/* token 0 */
+	p.x[p.m.cols + 7] = NAN;			/* token 1 */
+	ok_fused_rows(&p.m, p.op, p.no, p.x, p.ref, p.ntok, 0, p.m.rows);
+	for (r = 0; r < p.m.rows; r++) {
+		nan += isnan(p.ref[r]) + isnan(p.ref[p.m.rows + r]);
+		inf += isinf(p.ref[r]);
+	}
+	ck_assert_msg(inf > 0 && nan >= p.m.rows, "CPU twin: %u Inf, %u NaN",
+		      inf, nan);
+	dev_up(&dp, &p);
+	snprintf(what, sizeof(what), "special %d", _i);
+	run_and_compare(&p, &dp, what);
+	dev_down(&dp, p.no);
+	prob_free(&p);
+}
+END_TEST
+
+/* The device against the CPU twin where x rounding matters most. */
+static const struct {
+	uint32_t rows, cols, group, ntok;
+	const char *encs;
+} skewed[] = {
+	{ 256, 64, 64, 1, "1" },
+	{ 300, 4096, 128, 1, "13" },
+	{ 48, 1024, 64, 8, "1" },
+	{ 100, 640, 64, 40, "2" },
+};
+
+START_TEST(gpu_skewed_x)
+{
+	struct dev_prob dp;
+	struct prob p;
+	char what[64];
+
+	prob_make(&p, skewed[_i].rows, skewed[_i].cols, skewed[_i].group,
+		  skewed[_i].ntok, skewed[_i].encs, 0.02);
+	skew_x(&p);
+	dev_up(&dp, &p);
+	snprintf(what, sizeof(what), "skewed %d", _i);
+	run_and_compare(&p, &dp, what);
+	dev_down(&dp, p.no);
+	prob_free(&p);
+}
+END_TEST
+
+/* ortho-bench's resident set: outputs, timings, errors. */
+START_TEST(gpu_bench_set)
+{
+	struct ok_q8 m[3];
+	struct ok_ortho o[3];
+	struct cuda_bench_set *bs = NULL;
+	struct cuda_bench_dev dev;
+	struct prob p[3];
+	double sec = 0;
+	float *y;
+	int i, w;
+
+	for (i = 0; i < 3; i++) {
+		prob_make(&p[i], 300, 1000, 64, 2, "1", 0.01);
+		if (i)		/* one x for the whole set */
+			memcpy(p[i].x, p[0].x, 2 * 1000 * sizeof(float));
+		m[i] = p[i].m;
+		o[i] = p[i].o[0];
+	}
+	y = malloc(2 * 300 * sizeof(*y));
+	ck_assert_ptr_nonnull(y);
+	ck_assert_int_eq(cuda_bench_device(gctx, &dev), 0);
+	ck_assert_msg(strstr(dev.desc, "sm_") && dev.free_bytes > 0 &&
+		      dev.free_bytes <= dev.total_bytes, "%s, %zu of %zu free",
+		      dev.desc, dev.free_bytes, dev.total_bytes);
+	ck_assert_str_eq(cuda_bench_kernel(2), OKC_FN_GEMV4);
+	ck_assert_str_eq(cuda_bench_kernel(17), OKC_FN_GEMM);
+
+	ck_assert_int_eq(cuda_bench_set_new(gctx, m, o, 3, p[0].x, 2, &bs), 0);
+	for (w = 0; w < 2; w++) {
+		ck_assert_int_eq(cuda_bench_set_pass(bs, w, &sec), 0);
+		ck_assert_msg(isfinite(sec) && sec > 0, "%g s", sec);
+		for (i = 0; i < 3; i++) {
+			p[i].no = (unsigned int)w;
+			ok_fused_rows(&p[i].m, p[i].op, p[i].no, p[i].x,
+				      p[i].ref, 2, 0, 300);
+			for (size_t k = 0; k < 600; k++)
+				y[k] = NAN;
+			ck_assert_int_eq(cuda_bench_set_output(bs, (uint32_t)i,
+							       w, y), 0);
+			ck_assert_uint_eq(compare(&p[i], y, "bench set"), 0);
+			p[i].no = 1;
+		}
+	}
+	ck_assert_int_eq(cuda_bench_set_output(bs, 3, 0, y), -EINVAL);
+	cuda_bench_set_free(bs);
+
+	/* Without deltas "with Ortho" is refused; shapes must agree. */
+	ck_assert_int_eq(cuda_bench_set_new(gctx, m, NULL, 3, p[0].x, 2, &bs),
+			 0);
+	ck_assert_int_eq(cuda_bench_set_pass(bs, 1, &sec), -EINVAL);
+	ck_assert_int_eq(cuda_bench_set_pass(bs, 0, &sec), 0);
+	cuda_bench_set_free(bs);
+	m[1].cols = 999;
+	ck_assert_int_eq(cuda_bench_set_new(gctx, m, o, 3, p[0].x, 2, &bs),
+			 -EINVAL);
+	ck_assert_ptr_null(bs);
+	free(y);
+	for (i = 0; i < 3; i++)
+		prob_free(&p[i]);
 }
 END_TEST
 
@@ -651,6 +948,11 @@ static TCase *gpu_tcase(void)
 	tcase_add_test(tc, gpu_select);
 	tcase_add_loop_test(tc, gpu_matches_cpu, 0,
 			    sizeof(shapes) / sizeof(shapes[0]));
+	tcase_add_loop_test(tc, gpu_special_values, 0,
+			    sizeof(special) / sizeof(special[0]));
+	tcase_add_loop_test(tc, gpu_skewed_x, 0,
+			    sizeof(skewed) / sizeof(skewed[0]));
+	tcase_add_test(tc, gpu_bench_set);
 	tcase_add_test(tc, gpu_bad_input);
 	tcase_add_test(tc, gpu_threads);
 	tcase_add_test(tc, gpu_bench_helpers);
@@ -672,6 +974,9 @@ int main(void)
 	tcase_add_loop_test(tc, select_unknown, 0,
 			    sizeof(bad_names) / sizeof(bad_names[0]));
 	tcase_add_test(tc, select_cpu);
+	tcase_add_test(tc, bench_off_cuda);
+	tcase_add_loop_test(tc, bound_cpu_paths, 0,
+			    sizeof(cpu_shapes) / sizeof(cpu_shapes[0]));
 	if (!dev)
 		tcase_add_test(tc, select_no_device);
 	else if (forking)

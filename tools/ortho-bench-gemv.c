@@ -461,7 +461,8 @@ static void print_json(const struct gemv_opts *op, const struct q8_set *set,
 				   set->n));
 	bench_json_close(&j);
 	bench_json_bool(&j, "working_set_capped", capped || res->fp32_capped);
-	bench_json_int(&j, "calls", (long long)gemv_passes(op, set->n) * set->n);
+	bench_json_int(&j, "calls",
+		       (long long)gemv_passes(op, set->n) * set->n);
 #ifdef HAVE_OPENBLAS
 	bench_json_num(&j, "fp32_s", res->fp32_s);
 	bench_json_int(&j, "fp32_calls",
@@ -539,6 +540,7 @@ static void gemv_usage(FILE *f)
 		"[--density D]\n"
 		"                        [--group G] [--ntok N] [--iters N] "
 		"[--json]\n"
+		"                        [--backend auto|cpu|cuda[:N]]\n"
 		"  --threads  threads for OpenBLAS and ours (default: online "
 		"CPUs)\n"
 		"  --density  share of the Ortho's entries (default 0.01)\n"
@@ -546,7 +548,12 @@ static void gemv_usage(FILE *f)
 		"  --ntok     tokens per call; above 1 OpenBLAS runs sgemm\n"
 		"  --iters    timed calls per variant (default: 3 passes, "
 		">= 64)\n"
-		"  --json     one JSON object instead of the table\n");
+		"  --json     one JSON object instead of the table\n"
+		"  --backend  cpu (default); cuda[:N] times the kernels on "
+		"that device\n"
+		"             against its cuMemcpyDtoD rate; auto takes the "
+		"device when\n"
+		"             there is one, else the CPU\n");
 }
 
 /* --opt value or --opt=value. Return: the value, NULL when missing. */
@@ -593,6 +600,8 @@ static int parse_opts(int argc, char **argv, struct gemv_opts *op)
 		else if ((v = opt_val(argc, argv, &i, "--density")))
 			ret = bench_parse_double("--density", v, 0, 1,
 						 &op->density);
+		else if ((v = opt_val(argc, argv, &i, "--backend")))
+			op->backend = v;
 		else {
 			fprintf(stderr, "ortho-bench gemv: unknown or "
 				"incomplete option '%s'\n", argv[i]);
@@ -654,15 +663,24 @@ int gemv_setup(const struct gemv_opts *op, uint64_t llc, uint64_t cap,
 	return ret;
 }
 
+uint64_t gemv_host_cap(void)
+{
+	uint64_t cap = bench_mem_avail() / 2;
+
+	if (!cap || cap > (8ull << 30))
+		cap = 8ull << 30;
+	return cap;
+}
+
 int bench_gemv(int argc, char **argv)
 {
 	struct gemv_opts op = { .group = 64, .ntok = 1, .density = 0.01 };
 	struct gemv_result res = { .fp32_s = NAN };
 	struct q8_set set = { 0 };
 	struct ok_pool *pool = NULL;
-	uint64_t llc, cap, s = 0x5eed00;
+	uint64_t llc, cap, s = GEMV_SEED_X;
 	float *x = NULL, *y = NULL;
-	int ret, llc_assumed, capped = 0;
+	int ret, llc_assumed, capped = 0, ran = 0;
 	size_t k;
 
 	ret = parse_opts(argc, argv, &op);
@@ -677,11 +695,14 @@ int bench_gemv(int argc, char **argv)
 		return BENCH_EXIT_FAIL;
 	}
 	op.threads = ok_pool_threads(pool);
+	ret = gemv_device(&op, pool, &ran);
+	if (ran) {
+		ok_pool_free(pool);
+		return ret;
+	}
 	llc = bench_llc_bytes(&llc_assumed);
 	/* Each set in turn may take half of what is free, 8 GiB at most. */
-	cap = bench_mem_avail() / 2;
-	if (!cap || cap > (8ull << 30))
-		cap = 8ull << 30;
+	cap = gemv_host_cap();
 
 	x = malloc(sizeof(*x) * op.cols * op.ntok);
 	y = malloc(sizeof(*y) * op.rows * op.ntok * NVAR);

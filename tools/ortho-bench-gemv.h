@@ -12,6 +12,9 @@
 
 #include "kernels.h"
 
+/* The seed of x, the same on every backend. */
+#define GEMV_SEED_X 0x5eed00
+
 /* Variants timed: plain INT8, fused with no Ortho, fused with Ortho. */
 enum { V_INT8, V_BASE, V_ORTHO, NVAR };
 

@@ -23,7 +23,8 @@ struct bench_cmd {
 
 static const struct bench_cmd bench_cmds[] = {
 	{ "gemv", bench_gemv,
-	  "fused INT8 + Ortho GEMV against OpenBLAS FP32 (ours, threads)" },
+	  "fused INT8 + Ortho GEMV against OpenBLAS FP32 (ours, threads);\n"
+	  "           --backend cuda: on the device, against its copy rate" },
 	{ "pagein", bench_pagein,
 	  "encrypted shard page-in against cat and AES-256-GCM" },
 	{ "revoke", bench_revoke,

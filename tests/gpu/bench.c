@@ -2,12 +2,16 @@
 /*
  * GEMV/GEMM on the CUDA backend against the device's own copy rate and the
  * CPU twin, on the shapes of a 7B-class model, Ortho at 1% density.
- * Built with the tests when the CUDA toolkit is there (cuda.mk), run by
- * tests/gpu/run.sh; exit 77 without a device.
+ * Built with the tests when the CUDA toolkit is there (cuda.mk); exit 77
+ * without a device. tests/gpu/run.sh uses --probe, tests/e2e/cuda_build.sh
+ * --quick. It times one matrix over and over, so a matrix that fits in the
+ * L2 is timed from there; for figures against memory, ortho-bench gemv
+ * --backend cuda rotates over a set larger than the L2.
  *
  *   build/tests/gpu-bench [--quick | --probe]
  *
- * --probe only says whether the cuda backend starts (exit 0 or 77).
+ * --probe only says whether the cuda backend starts (exit 0, or 77 with
+ * the library's reason on the SKIP line).
  *
  * Columns: kernel time per op (no host copies), the bytes it must move
  * (weights, scales, Ortho, x, y) per second, that as a share of the
@@ -16,6 +20,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +43,23 @@ static uint64_t rnd(void)
 	seed ^= seed << 25;
 	seed ^= seed >> 27;
 	return seed * 0x2545f4914f6cdd1dull;
+}
+
+/* The library's first error while starting (why the backend did not). */
+static char first_err[512];
+static int started;
+
+static void log_fn(void *user, int prio, const char *fmt, va_list ap)
+{
+	if (prio > ORTHO_LOG_ERR)
+		return;
+	if (started) {
+		fputs("bench: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	} else if (!first_err[0]) {
+		vsnprintf(first_err, sizeof(first_err), fmt, ap);
+	}
 }
 
 static double now(void)
@@ -171,7 +193,12 @@ int main(int argc, char **argv)
 		{ 14336, 4096 },
 	};
 	static const uint32_t ntoks[] = { 1, 1, 8, 128 };
-	struct ortho_ctx_opts opts = { .sz = sizeof(opts), .backend = "cuda" };
+	struct ortho_ctx_opts opts = {
+		.sz = sizeof(opts),
+		.backend = "cuda",
+		.log_fn = log_fn,
+		.authority = "none",
+	};
 	int quick = argc > 1 && !strcmp(argv[1], "--quick");
 	struct ortho_ctx *ctx = NULL;
 	struct ok_pool *pool = NULL;
@@ -182,9 +209,11 @@ int main(int argc, char **argv)
 
 	ret = ortho_ctx_new(&opts, &ctx);
 	if (ret) {
-		printf("SKIP: no CUDA backend: %s\n", ortho_strerror(ret));
+		printf("SKIP: no CUDA backend: %s\n",
+		       first_err[0] ? first_err : ortho_strerror(ret));
 		return 77;
 	}
+	started = 1;
 	if (argc > 1 && !strcmp(argv[1], "--probe"))
 		goto out;
 	ret = cuda_device_describe(ctx, desc, sizeof(desc));
