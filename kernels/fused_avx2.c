@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "csr_avx2.h"
 #include "kernels.h"
 
 #define OKX __attribute__((target("avx2,fma,f16c")))
@@ -203,49 +204,27 @@ OKX_INLINE void base_tile(const struct ok_q8 *m, const float *x, float *y,
 		y[(size_t)(t0 + j) * m->rows + r] = hsum(acc[j]);
 }
 
-/* CSR row @r of @o (u16 or u32 columns) added to tokens [t0, t0 + nt). */
+/* CSR row @r of @o added to tokens [t0, t0 + nt) (csr_avx2.h). */
 OKX_INLINE void csr_row(const struct ok_q8 *m, const struct ok_ortho *o,
 			const float *x, float *y, uint32_t r, uint32_t t0,
-			const int nt, const int wide)
+			const int nt)
 {
-	const size_t cols = m->cols;
-	const uint16_t *c16 = o->col;
-	const uint32_t *c32 = o->col;
 	const float *xt[TILE_MAX];
-	__m256 s[TILE_MAX], v;
-	float tail[TILE_MAX];
-	size_t k = o->rowptr[r], k1 = o->rowptr[r + 1], c;
-	__m256i idx;
+	float out[TILE_MAX];
+	__m256 s[TILE_MAX];
+	struct okx_csr c;
 	int j;
 
 #pragma GCC unroll 4
 	for (j = 0; j < nt; j++) {
-		xt[j] = x + (size_t)(t0 + j) * cols;
+		xt[j] = x + (size_t)(t0 + j) * m->cols;
 		s[j] = _mm256_setzero_ps();
-		tail[j] = 0.0f;
 	}
-	for (; k + 8 <= k1; k += 8) {
-		if (wide)
-			idx = _mm256_loadu_si256((const __m256i *)(c32 + k));
-		else
-			idx = _mm256_cvtepu16_epi32(
-				_mm_loadu_si128((const __m128i *)(c16 + k)));
-		v = _mm256_cvtph_ps(
-			_mm_loadu_si128((const __m128i *)(o->val + k)));
-#pragma GCC unroll 4
-		for (j = 0; j < nt; j++)
-			s[j] = _mm256_fmadd_ps(
-				v, _mm256_i32gather_ps(xt[j], idx, 4), s[j]);
-	}
-	for (; k < k1; k++) {
-		c = wide ? c32[k] : c16[k];
-#pragma GCC unroll 4
-		for (j = 0; j < nt; j++)
-			tail[j] += _cvtsh_ss(o->val[k]) * xt[j][c];
-	}
+	okx_csr_begin(&c, o, r);
+	okx_csr_end(&c, xt, s, out, nt);
 #pragma GCC unroll 4
 	for (j = 0; j < nt; j++)
-		y[(size_t)(t0 + j) * m->rows + r] += hsum(s[j]) + tail[j];
+		y[(size_t)(t0 + j) * m->rows + r] += out[j];
 }
 
 /* Dense FP16 row @r of @o added to tokens [t0, t0 + nt). */
@@ -290,10 +269,8 @@ OKX_INLINE void ortho_row_nt(const struct ok_q8 *m, const struct ok_ortho *o,
 {
 	switch (o->encoding) {
 	case OK_CSR16:
-		csr_row(m, o, x, y, r, t0, nt, 0);
-		break;
 	case OK_CSR32:
-		csr_row(m, o, x, y, r, t0, nt, 1);
+		csr_row(m, o, x, y, r, t0, nt);
 		break;
 	case OK_DENSE16:
 		dense_row(m, o, x, y, r, t0, nt);

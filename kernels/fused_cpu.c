@@ -24,6 +24,7 @@
 #define SC_TOK_BLOCK 4
 
 static int force_scalar;
+static int force_avx2;
 
 static inline uint32_t q8_groups(const struct ok_q8 *m)
 {
@@ -163,12 +164,39 @@ int ok_have_avx2(void)
 }
 
 /**
- * ok_force_scalar() - pin the scalar path (tests compare the two paths).
+ * ok_have_avx512() - does the integer path run its AVX-512 tiles?
+ *
+ * Return: 1 when the AVX2 path is in use, the CPU has AVX-512 F, BW, VL
+ * and VNNI, and ok_force_avx2() is off, else 0.
+ */
+int ok_have_avx512(void)
+{
+#if OK_HAVE_X86
+	return ok_have_avx2() &&
+	       !__atomic_load_n(&force_avx2, __ATOMIC_RELAXED) &&
+	       okx_avx512_ok();
+#else
+	return 0;
+#endif
+}
+
+/**
+ * ok_force_scalar() - pin the scalar path (tests compare the paths).
  * @on: 1 for the scalar path, 0 for the automatic choice.
  */
 void ok_force_scalar(int on)
 {
 	__atomic_store_n(&force_scalar, !!on, __ATOMIC_RELAXED);
+}
+
+/**
+ * ok_force_avx2() - keep the integer path to its AVX2 tiles where the CPU
+ * has AVX-512 too (tests compare the two).
+ * @on: 1 for AVX2, 0 for the automatic choice.
+ */
+void ok_force_avx2(int on)
+{
+	__atomic_store_n(&force_avx2, !!on, __ATOMIC_RELAXED);
 }
 
 /**

@@ -48,13 +48,19 @@ void ok_int8_rows(const struct ok_q8 *m, const float *x, float *y,
 
 /* Return: 1 when the AVX2 (and F16C, FMA) path is in use. */
 int ok_have_avx2(void);
+/* Return: 1 when the integer path runs its AVX-512 VNNI tiles. */
+int ok_have_avx512(void);
 /* Tests: force the scalar path on (1) or back to automatic (0). */
 void ok_force_scalar(int on);
+/* Tests: keep to AVX2 where AVX-512 is there (1), or automatic (0). */
+void ok_force_avx2(int on);
 
 /*
- * A pool of compute threads. Idle workers sleep (no spinning between
- * calls). Callers from several threads are fine: when the pool is busy the
- * caller computes alone on its own thread.
+ * A pool of compute threads. A worker that finished its part of a call
+ * looks for the next one for 100 us, then sleeps (kernels/pool.c), so
+ * back-to-back calls skip the wake-up and nothing spins for long between
+ * bursts of calls. Callers from several threads are fine: when the pool is
+ * busy the caller computes alone on its own thread.
  */
 struct ok_pool;
 

@@ -3,29 +3,37 @@
  * The compute pool behind ok_fused() and ok_int8(): threads - 1 workers
  * plus the calling thread, splitting a call's rows.
  *
- * Work split: the rows are cut into contiguous chunks (a multiple of
- * OK_ROW_ALIGN rows, about eight per thread) of equal work, the Ortho
- * entries of their rows counted, not of equal rows, that the caller and
- * the workers claim from one counter. A worker that wakes late simply
- * claims fewer chunks, so the caller never waits for a wake-up, only for
- * chunks already being computed.
+ * Work split: the rows are cut into contiguous chunks of equal rows (a
+ * multiple of OK_ROW_ALIGN, POOL_CHUNKS_PER_THREAD per thread). They are
+ * not weighed by their Ortho entries: finding those boundaries read the
+ * row pointers at the start of every call, cold, and cost more than the
+ * imbalance the taking of chunks below evens out anyway. Thread i owns a
+ * contiguous range of chunks and takes them from its front, so it reads
+ * one sequential stream of weights: the hardware prefetcher follows that,
+ * and on the 2-core VM the same GEMV ran 13% slower with its chunks dealt
+ * out in turn. A thread whose range is done takes chunks from the back of
+ * the others' ranges, so a worker that wakes late simply computes less,
+ * and the caller never waits for a wake-up, only for chunks under way.
  *
  * On the integer path x is rounded once per call into ->xq, not once per
- * chunk: the first ->nprep tickets of a job prepare a few tokens each, and
- * a row chunk starts once every one of them is done (they are claimed
- * before any row chunk, so that wait is for work already under way).
+ * chunk: the first ->nprep tickets of ->prep_next prepare a few tokens
+ * each, and a thread starts on rows once every one of them is done (they
+ * are taken before any rows, so that wait is for work under way).
  *
- * Idle workers sleep on a condition variable: nothing spins between calls,
- * so another library timed next to this one (the benchmark's OpenBLAS)
- * keeps every core. Only the caller, inside its own call, spins briefly
- * for the last chunk before it blocks.
+ * Idle workers: a worker that finished its part of a call looks for the
+ * next call for POOL_IDLE_SPIN_NS, then sleeps on a condition variable, so
+ * a model's back-to-back calls do not each pay for a wake-up, and nothing
+ * spins for long between a program's bursts of calls. The caller, inside
+ * its own call, spins briefly for the last chunk before it blocks.
  *
  * Locking: ->busy is held by the one caller that owns the workers for a
  * call; a second caller that cannot take it at once computes alone. ->lock
- * guards ->gen, ->job and ->stop and pairs with ->wake (workers) and ->idle
- * (the caller). ->ticket holds (generation << 32 | next chunk) so a worker
- * holding an old job can never claim a chunk of a newer one; ->done counts
- * the chunks finished in the current job.
+ * guards ->job, ->live and the writes of ->gen and ->stop, and pairs with
+ * ->wake (workers) and ->idle (the caller). A worker joins a job only
+ * under ->lock while ->live, counting itself in ->active; the caller ends
+ * the job by clearing ->live and waiting for ->active to drop to zero, so
+ * no worker ever holds an old job while the ranges are set for a new one.
+ * ->done counts the chunks finished in the current job.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +41,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fused.h"
@@ -40,16 +49,19 @@
 
 /* Below this many multiply-adds a call runs on the caller alone. */
 #define POOL_MIN_WORK (64u * 1024u)
-/* Chunks per thread: enough to even out a late worker, few enough to be
- * cheap to claim. */
-#define POOL_CHUNKS_PER_THREAD 8
+/* Chunks per thread: enough that the threads end close together (a chunk
+ * of a 4096 x 4096 GEMV on 2 threads is 64 rows, about 10 us), few enough
+ * to be cheap to claim. */
+#define POOL_CHUNKS_PER_THREAD 32
 #define POOL_MAX_THREADS 1024
 /* Caller's bounded wait for the last chunk before it sleeps. */
 #define POOL_SPIN 20000
+/* How long a worker that finished its part looks for the next call before
+ * it sleeps: a model's calls come back to back, and waking a sleeping
+ * thread cost 10-60 us on the 2-core VM, a tenth of a 4096 x 4096 GEMV. */
+#define POOL_IDLE_SPIN_NS 100000
 /* Tokens one preparation ticket rounds. */
 #define POOL_PREP_TOK 8
-/* An Ortho entry costs about this many INT8 weights (gather, FP16). */
-#define POOL_NNZ_COST 6
 
 static inline void cpu_relax(void)
 {
@@ -68,9 +80,20 @@ struct ok_job {
 	uint32_t ntok;
 	void *xq;		/* prepared x, NULL off the integer path */
 	uint32_t nprep;		/* tickets that prepare x */
-	uint32_t nchunks;	/* row chunks after them */
-	uint64_t work;		/* of all rows, in cost() units */
-	uint32_t gen;
+	uint32_t nchunks;	/* row chunks */
+	uint32_t per;		/* rows in a chunk */
+};
+
+/* A thread's chunks [front, back), alone on its cache line. */
+struct pool_range {
+	uint64_t fb;		/* front << 32 | back */
+	char pad[56];
+};
+
+struct pool_thread {
+	struct ok_pool *p;
+	unsigned int id;
+	pthread_t tid;
 };
 
 struct ok_pool {
@@ -80,55 +103,26 @@ struct ok_pool {
 	pthread_cond_t idle;
 	uint32_t gen;
 	int stop;
+	int live;		/* workers may still join ->job */
 	struct ok_job job;
-	uint64_t ticket;
-	uint32_t done;
+	uint32_t prep_next;
 	uint32_t prepped;
+	uint32_t done;
+	uint32_t active;	/* workers inside the current job */
+	struct pool_range *range;	/* per thread, the caller's first */
 	void *xq;		/* grown as calls need, under ->busy */
 	size_t xq_len;
 	unsigned int threads;
 	unsigned int started;
-	pthread_t tid[];
+	struct pool_thread th[];
 };
 
-/* Work of rows [0, r): their weights and their Ortho entries. */
-static uint64_t cost(const struct ok_job *j, uint32_t r)
-{
-	uint64_t w = (uint64_t)r * j->m->cols;
-	unsigned int i;
-
-	for (i = 0; i < j->no; i++) {
-		if (j->o[i]->encoding == OK_DENSE16)
-			w += (uint64_t)r * j->m->cols * POOL_NNZ_COST;
-		else if (j->o[i]->encoding == OK_CSR16 ||
-			 j->o[i]->encoding == OK_CSR32)
-			w += (uint64_t)j->o[i]->rowptr[r] * POOL_NNZ_COST;
-	}
-	return w;
-}
-
-/* First row of chunk @c: the aligned row where its share of work starts. */
+/* First row of chunk @c: chunks are ->per rows (the last may be short). */
 static uint32_t chunk_start(const struct ok_job *j, uint32_t c)
 {
-	const uint32_t rows = j->m->rows;
-	uint64_t want;
-	uint32_t lo = 0, hi, mid;
+	uint64_t r = (uint64_t)c * j->per;
 
-	if (!c)
-		return 0;
-	if (c >= j->nchunks)
-		return rows;
-	want = (uint64_t)((double)j->work * c / j->nchunks);
-	hi = (rows + OK_ROW_ALIGN - 1) / OK_ROW_ALIGN;
-	while (lo < hi) {		/* first aligned row with cost >= want */
-		mid = lo + (hi - lo) / 2;
-		if (cost(j, mid * OK_ROW_ALIGN < rows ?
-			    mid * OK_ROW_ALIGN : rows) < want)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo * OK_ROW_ALIGN < rows ? lo * OK_ROW_ALIGN : rows;
+	return r < j->m->rows ? (uint32_t)r : j->m->rows;
 }
 
 static void job_prep(const struct ok_job *j, uint32_t c)
@@ -160,19 +154,24 @@ static void job_rows(const struct ok_job *j, uint32_t c)
 		ok_int8_rows(j->m, j->x, j->y, j->ntok, r0, r1);
 }
 
-/* Claim the next chunk of job @gen. Return: 0 when there is none left. */
-static int claim(struct ok_pool *p, uint32_t gen, uint32_t nchunks,
-		 uint32_t *c)
+/* Take chunk @c from the front (@back 0) or the back of range @r.
+ * Return: 0 when the range is empty. */
+static int claim(struct pool_range *r, int back, uint32_t *c)
 {
-	uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_RELAXED);
+	uint64_t v = __atomic_load_n(&r->fb, __ATOMIC_RELAXED), n;
+	uint32_t f, b;
 
 	for (;;) {
-		if ((uint32_t)(t >> 32) != gen || (uint32_t)t >= nchunks)
+		f = (uint32_t)(v >> 32);
+		b = (uint32_t)v;
+		if (f >= b)
 			return 0;
-		if (__atomic_compare_exchange_n(&p->ticket, &t, t + 1, 1,
+		n = back ? ((uint64_t)f << 32 | (b - 1)) :
+			   ((uint64_t)(f + 1) << 32 | b);
+		if (__atomic_compare_exchange_n(&r->fb, &v, n, 1,
 						__ATOMIC_ACQ_REL,
 						__ATOMIC_RELAXED)) {
-			*c = (uint32_t)t;
+			*c = back ? b - 1 : f;
 			return 1;
 		}
 	}
@@ -185,63 +184,106 @@ static void wait_prep(struct ok_pool *p, const struct ok_job *j)
 		cpu_relax();
 }
 
-/* Compute tickets of @j until none is left; the last one done wakes the
- * caller. */
-static void run_chunks(struct ok_pool *p, const struct ok_job *j, int caller)
+/*
+ * Thread @self's part of @j: x's preparation tickets, its own range from
+ * the front, then the other ranges from the back; the thread that finishes
+ * the last chunk wakes the caller.
+ */
+static void run_chunks(struct ok_pool *p, const struct ok_job *j,
+		       unsigned int self)
 {
-	const uint32_t total = j->nprep + j->nchunks;
+	unsigned int i, t;
 	uint32_t c;
 
-	while (claim(p, j->gen, total, &c)) {
-		if (c < j->nprep) {
-			job_prep(j, c);
-			__atomic_add_fetch(&p->prepped, 1, __ATOMIC_RELEASE);
-			continue;
+	while ((c = __atomic_fetch_add(&p->prep_next, 1, __ATOMIC_RELAXED)) <
+	       j->nprep) {
+		job_prep(j, c);
+		__atomic_add_fetch(&p->prepped, 1, __ATOMIC_RELEASE);
+	}
+	wait_prep(p, j);
+	for (i = 0; i < p->threads; i++) {
+		t = (self + i) % p->threads;
+		while (claim(&p->range[t], i != 0, &c)) {
+			job_rows(j, c);
+			if (__atomic_add_fetch(&p->done, 1, __ATOMIC_ACQ_REL) ==
+				    j->nchunks && self) {
+				pthread_mutex_lock(&p->lock);
+				pthread_cond_broadcast(&p->idle);
+				pthread_mutex_unlock(&p->lock);
+			}
 		}
-		wait_prep(p, j);
-		job_rows(j, c - j->nprep);
-		if (__atomic_add_fetch(&p->done, 1, __ATOMIC_ACQ_REL) ==
-			    j->nchunks && !caller) {
-			pthread_mutex_lock(&p->lock);
-			pthread_cond_signal(&p->idle);
-			pthread_mutex_unlock(&p->lock);
-		}
+	}
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Look for a job newer than @seen (or a stop) for POOL_IDLE_SPIN_NS. */
+static void idle_spin(struct ok_pool *p, uint32_t seen)
+{
+	uint64_t t0 = now_ns();
+	unsigned int i;
+
+	for (i = 1;; i++) {
+		if (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) != seen ||
+		    __atomic_load_n(&p->stop, __ATOMIC_RELAXED))
+			return;
+		cpu_relax();
+		if (!(i % 64) && now_ns() - t0 > POOL_IDLE_SPIN_NS)
+			return;
 	}
 }
 
 static void *worker(void *arg)
 {
-	struct ok_pool *p = arg;
+	struct pool_thread *th = arg;
+	struct ok_pool *p = th->p;
 	uint32_t seen = 0;
 	struct ok_job j;
 
-	pthread_mutex_lock(&p->lock);
 	for (;;) {
+		idle_spin(p, seen);
+		pthread_mutex_lock(&p->lock);
 		while (p->gen == seen && !p->stop)
 			pthread_cond_wait(&p->wake, &p->lock);
 		if (p->stop)
 			break;
 		seen = p->gen;
+		if (!p->live) {		/* that call is over already */
+			pthread_mutex_unlock(&p->lock);
+			continue;
+		}
+		__atomic_add_fetch(&p->active, 1, __ATOMIC_RELAXED);
 		j = p->job;
 		pthread_mutex_unlock(&p->lock);
-		run_chunks(p, &j, 0);
-		pthread_mutex_lock(&p->lock);
+		run_chunks(p, &j, th->id);
+		if (!__atomic_sub_fetch(&p->active, 1, __ATOMIC_ACQ_REL)) {
+			pthread_mutex_lock(&p->lock);
+			pthread_cond_broadcast(&p->idle);
+			pthread_mutex_unlock(&p->lock);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
 
-static void wait_chunks(struct ok_pool *p, uint32_t nchunks)
+/* Spin a while, then sleep on ->idle, until *@v reads @want. */
+static void wait_for(struct ok_pool *p, const uint32_t *v, uint32_t want)
 {
 	int i;
 
 	for (i = 0; i < POOL_SPIN; i++) {
-		if (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) == nchunks)
+		if (__atomic_load_n(v, __ATOMIC_ACQUIRE) == want)
 			return;
 		cpu_relax();
 	}
 	pthread_mutex_lock(&p->lock);
-	while (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) != nchunks)
+	while (__atomic_load_n(v, __ATOMIC_ACQUIRE) != want)
 		pthread_cond_wait(&p->idle, &p->lock);
 	pthread_mutex_unlock(&p->lock);
 }
@@ -278,6 +320,20 @@ static void run_alone(const struct ok_q8 *m, const struct ok_ortho *const *o,
 		ok_int8_rows(m, x, y, ntok, 0, m->rows);
 }
 
+/* Deal chunks [0, @n) out to the threads' ranges, in order. */
+static void set_ranges(struct ok_pool *p, uint32_t n)
+{
+	uint32_t per = (n + p->threads - 1) / p->threads, f, b;
+	unsigned int i;
+
+	for (i = 0; i < p->threads; i++) {
+		f = per * i < n ? per * i : n;
+		b = f + per < n ? f + per : n;
+		__atomic_store_n(&p->range[i].fb, (uint64_t)f << 32 | b,
+				 __ATOMIC_RELAXED);
+	}
+}
+
 static void run(struct ok_pool *p, const struct ok_q8 *m,
 		const struct ok_ortho *const *o, unsigned int no, int fused,
 		const float *x, float *y, uint32_t ntok)
@@ -285,7 +341,7 @@ static void run(struct ok_pool *p, const struct ok_q8 *m,
 	uint64_t work = (uint64_t)m->rows * m->cols * ntok;
 	struct ok_job j = { .m = m, .o = o, .no = no, .fused = fused,
 			    .x = x, .y = y, .ntok = ntok };
-	uint32_t per;
+	uint32_t per, gen;
 
 	if (!m->group || !ntok)
 		return;
@@ -309,22 +365,30 @@ static void run(struct ok_pool *p, const struct ok_q8 *m,
 	per = (per + OK_ROW_ALIGN - 1) / OK_ROW_ALIGN * OK_ROW_ALIGN;
 	if (!per)
 		per = OK_ROW_ALIGN;
+	j.per = per;
 	j.nchunks = (uint32_t)(((uint64_t)m->rows + per - 1) / per);
-	j.work = cost(&j, m->rows);
 
 	pthread_mutex_lock(&p->lock);
-	j.gen = ++p->gen;
-	if (!j.gen)	/* 0 is the workers' "seen nothing yet" */
-		j.gen = ++p->gen;
+	gen = p->gen + 1;
+	if (!gen)	/* 0 is the workers' "seen nothing yet" */
+		gen = 1;
 	p->job = j;
+	p->live = 1;
 	__atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->prep_next, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&p->prepped, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->ticket, (uint64_t)j.gen << 32, __ATOMIC_RELEASE);
+	set_ranges(p, j.nchunks);
+	/* Spinning workers see the job here, sleeping ones when woken. */
+	__atomic_store_n(&p->gen, gen, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 
-	run_chunks(p, &j, 1);
-	wait_chunks(p, j.nchunks);
+	run_chunks(p, &j, 0);
+	wait_for(p, &p->done, j.nchunks);
+	pthread_mutex_lock(&p->lock);
+	p->live = 0;
+	pthread_mutex_unlock(&p->lock);
+	wait_for(p, &p->active, 0);
 	pthread_mutex_unlock(&p->busy);
 }
 
@@ -355,11 +419,11 @@ static void stop_workers(struct ok_pool *p)
 	unsigned int i;
 
 	pthread_mutex_lock(&p->lock);
-	p->stop = 1;
+	__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 	for (i = 0; i < p->started; i++)
-		pthread_join(p->tid[i], NULL);
+		pthread_join(p->th[i].tid, NULL);
 	p->started = 0;
 }
 
@@ -372,7 +436,10 @@ static int start_workers(struct ok_pool *p)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	while (p->started + 1 < p->threads) {
-		ret = -pthread_create(&p->tid[p->started], NULL, worker, p);
+		p->th[p->started].p = p;
+		p->th[p->started].id = p->started + 1;
+		ret = -pthread_create(&p->th[p->started].tid, NULL, worker,
+				      &p->th[p->started]);
 		if (ret)
 			break;
 		p->started++;
@@ -405,9 +472,15 @@ int ok_pool_new(unsigned int threads, struct ok_pool **out)
 	}
 	if (threads > POOL_MAX_THREADS)
 		return -EINVAL;
-	p = calloc(1, sizeof(*p) + sizeof(pthread_t) * threads);
+	p = calloc(1, sizeof(*p) + sizeof(p->th[0]) * threads);
 	if (!p)
 		return -ENOMEM;
+	p->range = aligned_alloc(64, sizeof(*p->range) * threads);
+	if (!p->range) {
+		free(p);
+		return -ENOMEM;
+	}
+	memset(p->range, 0, sizeof(*p->range) * threads);
 	p->threads = threads;
 	pthread_mutex_init(&p->busy, NULL);
 	pthread_mutex_init(&p->lock, NULL);
@@ -431,6 +504,7 @@ void ok_pool_free(struct ok_pool *p)
 	if (!p)
 		return;
 	stop_workers(p);
+	free(p->range);
 	free(p->xq);
 	pthread_cond_destroy(&p->idle);
 	pthread_cond_destroy(&p->wake);

@@ -204,23 +204,11 @@ group_fp32(const int8_t *q, const float *x, uint32_t n)
 	return s;
 }
 
-/* Where a tile finds its tokens' prepared x and its rows and outputs. */
-struct tile_in {
-	const struct ok_q8 *m;
-	const int16_t *xq[4];	/* column c at xq[j][c - c0] */
-	const float *sx[4];	/* group g at sx[j][g - g0] */
-	const float *xf[4];	/* FP32 x, column c at xf[j][c] */
-	float *y[4];		/* row r at y[j][r] */
-	uint32_t c0, c1;	/* the block's columns */
-	int chk;		/* some group of these tokens is marked */
-	int first;		/* the block starts the row: store, not add */
-};
-
 /*
  * Rows [r, r + RT) and tokens 0..NT-1 of @in over its block. RT * NT <= 4
  * keeps the INT32 sums and FP32 lanes in registers.
  */
-OKX_INLINE void tile(const struct tile_in *in, uint32_t r, const int RT,
+OKX_INLINE void tile(const struct okx_tile *in, uint32_t r, const int RT,
 		     const int NT)
 {
 	const struct ok_q8 *m = in->m;
@@ -310,11 +298,15 @@ OKX_INLINE void tile(const struct tile_in *in, uint32_t r, const int RT,
 }
 
 /* Rows [r0, r1) of the tokens in @in (@nt of them, 1..4) over its block. */
-static OKX void tiles(const struct tile_in *in, uint32_t r0, uint32_t r1,
+static OKX void tiles(const struct okx_tile *in, uint32_t r0, uint32_t r1,
 		      int nt)
 {
 	uint32_t r = r0;
 
+	if (in->zmm) {
+		okx_tiles512(in, r0, r1, nt);
+		return;
+	}
 	switch (nt) {
 	case 1:
 		for (; r + 4 <= r1; r += 4)
@@ -390,8 +382,22 @@ void okx_xq_prep_all(const struct ok_q8 *m, const float *x, uint32_t ntok,
 	}
 }
 
+/*
+ * The delta the AVX-512 tiles add themselves, between the groups of each
+ * row's last block (so its reads of x overlap the Base's stream): the
+ * first one, when it is CSR. Return: it, or NULL.
+ */
+static const struct ok_ortho *fused_delta(const struct ok_ortho *const *o,
+					  unsigned int no, int zmm)
+{
+	if (!zmm || !no)
+		return NULL;
+	return o[0]->encoding == OK_CSR16 || o[0]->encoding == OK_CSR32 ?
+	       o[0] : NULL;
+}
+
 /* Tokens [t0, t0 + nt) of a prepared call, block [c0, c1). */
-static void tile_in_call(struct tile_in *in, const struct ok_q8 *m,
+static void tile_in_call(struct okx_tile *in, const struct ok_q8 *m,
 			 const float *x, void *buf, float *y, uint32_t ntok,
 			 uint32_t t0, int nt, uint32_t c0, uint32_t c1)
 {
@@ -428,16 +434,20 @@ static void tile_in_call(struct tile_in *in, const struct ok_q8 *m,
  * @r0: first row.
  * @r1: end row (within the Base).
  *
- * Each row's Ortho deltas are added right after its last block, while its
- * outputs are in L1.
+ * The AVX-512 tiles add the first delta themselves where it is CSR
+ * (fused_delta()); the other deltas are added in order after each step of
+ * rows' last block, while those outputs are in L1. The order of the
+ * additions is the same either way: Base, then each delta in turn.
  */
 void okx_madd_rows(const struct ok_q8 *m, const struct ok_ortho *const *o,
 		   unsigned int no, const float *x, void *buf, float *y,
 		   uint32_t ntok, uint32_t r0, uint32_t r1)
 {
 	const uint32_t blk = okx_xblk(m);
-	const uint32_t step = ntok == 1 ? OK_ROW_ALIGN : 1;
-	struct tile_in in;
+	const uint32_t step = ntok == 1 ? OKX_ROW_STEP : 1;
+	const int zmm = ok_have_avx512();
+	const struct ok_ortho *fd = fused_delta(o, no, zmm);
+	struct okx_tile in = { .zmm = zmm };
 	uint32_t r, re, c0, c1, t;
 	int nt;
 
@@ -445,6 +455,7 @@ void okx_madd_rows(const struct ok_q8 *m, const struct ok_ortho *const *o,
 		re = r1 - r < step ? r1 : r + step;
 		for (c0 = 0; c0 < m->cols; c0 = c1) {
 			c1 = m->cols - c0 < blk ? m->cols : c0 + blk;
+			in.fuse = c1 == m->cols ? fd : NULL;
 			for (t = 0; t < ntok; t += (uint32_t)nt) {
 				nt = ntok - t < 4 ? (int)(ntok - t) : 4;
 				tile_in_call(&in, m, x, buf, y, ntok, t, nt,
@@ -452,8 +463,9 @@ void okx_madd_rows(const struct ok_q8 *m, const struct ok_ortho *const *o,
 				tiles(&in, r, re, nt);
 			}
 		}
-		if (no)
-			okx_ortho_rows(m, o, no, x, y, ntok, r, re);
+		if (no > !!fd)
+			okx_ortho_rows(m, o + !!fd, no - !!fd, x, y, ntok, r,
+				       re);
 	}
 }
 
@@ -477,7 +489,9 @@ void okx_madd_rows_direct(const struct ok_q8 *m,
 	int16_t q[OKX_XBLK + 16] __attribute__((aligned(32)));
 	float sx[OKX_XBLK / 16];
 	const uint32_t blk = okx_xblk(m);
-	struct tile_in in = { .m = m };
+	const int zmm = ok_have_avx512();
+	const struct ok_ortho *fd = fused_delta(o, no, zmm);
+	struct okx_tile in = { .m = m, .zmm = zmm };
 	uint32_t t, c0, c1;
 
 	in.xq[0] = q;
@@ -491,10 +505,12 @@ void okx_madd_rows_direct(const struct ok_q8 *m,
 			in.c0 = c0;
 			in.c1 = c1;
 			in.first = c0 == 0;
+			in.fuse = c1 == m->cols ? fd : NULL;
 			tiles(&in, r0, r1, 1);
 		}
-		if (no)
-			okx_ortho_rows(m, o, no, in.xf[0], in.y[0], 1, r0, r1);
+		if (no > !!fd)
+			okx_ortho_rows(m, o + !!fd, no - !!fd, in.xf[0],
+				       in.y[0], 1, r0, r1);
 	}
 }
 

@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
  * The CPU twin of the fused linear op (kernels/): y = deq(Base) x + sum of
- * Ortho x, against a reference computed here in double precision, on both
- * paths (scalar and AVX2), single-threaded and on the pool.
+ * Ortho x, against a reference computed here in double precision, on each
+ * path (scalar, AVX2 and, where the CPU has it, AVX-512), single-threaded
+ * and on the pool.
  *
  * Every output is poisoned with NaN before a run, so a row the kernel
  * forgets fails. The bound is relative to what the sum is made of:
- * |y - ref| <= 1e-5 * sum |w x| + 1e-6, plus, where the AVX2 integer path
- * may run (groups of a multiple of 16 columns, at most 1024), the error of
- * rounding x to INT16 that kernels/fused.h states:
+ * |y - ref| <= 1e-5 * sum |w x| + 1e-6, plus, where the integer path (AVX2
+ * or AVX-512 tiles) may run (groups of a multiple of 16 columns, at most
+ * 1024), the error of rounding x to INT16 that kernels/fused.h states:
  * 2^-16 * sum over groups of max |x| * sum |w|.
  */
 #include <check.h>
@@ -209,21 +210,49 @@ static void poison(float *y, size_t n)
 		y[i] = NAN;
 }
 
-/* Check y against the reference; NaN and Inf in it must come out. */
-/* Can the AVX2 integer path (and its rounding of x) compute @p? */
-static int int_path(const struct prob *p, int scalar)
+/*
+ * The paths a test runs: automatic (AVX-512 tiles where the CPU has them,
+ * else AVX2, else scalar), scalar, and, where AVX-512 would be chosen, the
+ * AVX2 tiles forced.
+ */
+enum { PATH_AUTO, PATH_SCALAR, PATH_AVX2 };
+
+static void set_path(int path)
 {
-	return !scalar && ok_have_avx2() && p->m.group % 16 == 0 &&
+	ok_force_scalar(path == PATH_SCALAR);
+	ok_force_avx2(path == PATH_AVX2);
+}
+
+/* Return: how many of the paths above this CPU has to offer. */
+static int npaths(void)
+{
+	return ok_have_avx512() ? 3 : 2;
+}
+
+static const char *path_name(int path)
+{
+	if (path == PATH_SCALAR || !ok_have_avx2())
+		return "scalar";
+	if (path == PATH_AVX2 || !ok_have_avx512())
+		return "avx2";
+	return "avx512";
+}
+
+/* Can the integer path (and its rounding of x) compute @p? */
+static int int_path(const struct prob *p, int path)
+{
+	return path != PATH_SCALAR && ok_have_avx2() && p->m.group % 16 == 0 &&
 	       p->m.group <= 1024;
 }
 
-static double bound_at(const struct prob *p, size_t i, int scalar)
+static double bound_at(const struct prob *p, size_t i, int path)
 {
 	return REL_TOL * p->mag[i] + ABS_TOL +
-	       (int_path(p, scalar) ? p->xqb[i] : 0);
+	       (int_path(p, path) ? p->xqb[i] : 0);
 }
 
-static void prob_check(const struct prob *p, const float *y, int scalar,
+/* Check y against the reference; NaN and Inf in it must come out. */
+static void prob_check(const struct prob *p, const float *y, int path,
 		       const char *how)
 {
 	size_t i, n = (size_t)p->m.rows * p->ntok;
@@ -241,7 +270,7 @@ static void prob_check(const struct prob *p, const float *y, int scalar,
 				      how, i, y[i], ref);
 			continue;
 		}
-		bound = bound_at(p, i, scalar);
+		bound = bound_at(p, i, path);
 		ck_assert_msg(fabs(y[i] - ref) <= bound,
 			      "%s: token %zu row %zu: %.9g, want %.9g (bound "
 			      "%.3g)", how, i / p->m.rows, i % p->m.rows,
@@ -249,25 +278,25 @@ static void prob_check(const struct prob *p, const float *y, int scalar,
 	}
 }
 
-/* Run on @path (1 scalar, 0 automatic), through @pool or single-threaded. */
-static void prob_run(struct prob *p, struct ok_pool *pool, int scalar)
+/* Run on @path, through @pool or single-threaded. */
+static void prob_run(struct prob *p, struct ok_pool *pool, int path)
 {
-	ok_force_scalar(scalar);
+	set_path(path);
 	poison(p->y, (size_t)p->m.rows * p->ntok);
 	if (pool)
 		ok_fused(pool, &p->m, p->op, p->no, p->x, p->y, p->ntok);
 	else
 		ok_fused_rows(&p->m, p->op, p->no, p->x, p->y, p->ntok, 0,
 			      p->m.rows);
-	ok_force_scalar(0);
+	set_path(PATH_AUTO);
 }
 
 static void describe(char *buf, size_t len, const struct prob *p,
-		     struct ok_pool *pool, int scalar)
+		     struct ok_pool *pool, int path)
 {
 	int n = snprintf(buf, len, "%ux%u g%u ntok %u %s %s", p->m.rows,
 			 p->m.cols, p->m.group, p->ntok,
-			 scalar ? "scalar" : ok_have_avx2() ? "avx2" : "auto",
+			 path_name(path),
 			 pool ? "pool" : "rows");
 	unsigned int i;
 
@@ -279,15 +308,15 @@ static void describe(char *buf, size_t len, const struct prob *p,
 static void prob_verify(struct prob *p, struct ok_pool *pool)
 {
 	char how[160];
-	int scalar, pooled;
+	int path, pooled;
 
 	prob_ref(p);
-	for (scalar = 0; scalar <= 1; scalar++) {
+	for (path = 0; path < npaths(); path++) {
 		for (pooled = 0; pooled <= 1; pooled++) {
-			prob_run(p, pooled ? pool : NULL, scalar);
+			prob_run(p, pooled ? pool : NULL, path);
 			describe(how, sizeof(how), p, pooled ? pool : NULL,
-				 scalar);
-			prob_check(p, p->y, scalar, how);
+				 path);
+			prob_check(p, p->y, path, how);
 		}
 	}
 }
@@ -429,16 +458,21 @@ START_TEST(t_ortho_several)
 }
 END_TEST
 
-/* The two paths agree with each other, not only each with the reference. */
+/*
+ * The paths agree with each other, not only each with the reference. The
+ * AVX-512 and AVX2 tiles round x the same way and sum it exactly in INT32,
+ * so they differ by FP32 rounding alone.
+ */
 START_TEST(t_paths_match)
 {
 	static const uint32_t sh[][4] = {
 		{ 257, 1000, 64, 1 }, { 4096, 512, 64, 1 }, { 172, 64, 48, 5 },
-		{ 64, 172, 7, 3 }, { 33, 1001, 128, 8 },
+		{ 64, 172, 7, 3 }, { 33, 1001, 128, 8 }, { 40, 1000, 16, 2 },
 	};
 	size_t s, i, n;
 	struct prob *p;
-	float *a;
+	float *a, *b;
+	int path;
 
 	ck_assert(ok_have_avx2());
 	for (s = 0; s < sizeof(sh) / sizeof(sh[0]); s++) {
@@ -448,24 +482,41 @@ START_TEST(t_paths_match)
 		prob_ref(p);
 		n = (size_t)p->m.rows * p->ntok;
 		a = malloc(sizeof(*a) * n);
-		ck_assert_ptr_nonnull(a);
-		prob_run(p, NULL, 0);
-		ck_assert(ok_have_avx2());
-		memcpy(a, p->y, sizeof(*a) * n);
-		prob_run(p, NULL, 1);
-		for (i = 0; i < n; i++)
-			ck_assert_msg(fabs(a[i] - p->y[i]) <=
-					      2 * REL_TOL * p->mag[i] + ABS_TOL +
-						      p->xqb[i],
-				      "shape %zu: avx2 %.9g scalar %.9g at %zu",
-				      s, a[i], p->y[i], i);
+		b = malloc(sizeof(*b) * n);
+		ck_assert(a && b);
+		prob_run(p, NULL, PATH_SCALAR);
+		memcpy(b, p->y, sizeof(*b) * n);
+		for (path = 0; path < npaths(); path++) {
+			if (path == PATH_SCALAR)
+				continue;
+			prob_run(p, NULL, path);
+			for (i = 0; i < n; i++)
+				ck_assert_msg(fabs(b[i] - p->y[i]) <=
+						      2 * REL_TOL * p->mag[i] +
+						      ABS_TOL + p->xqb[i],
+					      "shape %zu: %s %.9g scalar %.9g "
+					      "at %zu", s, path_name(path),
+					      p->y[i], b[i], i);
+			if (path == PATH_AUTO)
+				memcpy(a, p->y, sizeof(*a) * n);
+		}
+		if (npaths() > PATH_AVX2) {
+			/* p->y: the AVX2 tiles', a: the AVX-512 tiles' */
+			for (i = 0; i < n; i++)
+				ck_assert_msg(fabs(a[i] - p->y[i]) <=
+						      2 * REL_TOL * p->mag[i] +
+						      ABS_TOL,
+					      "shape %zu: avx512 %.9g avx2 %.9g "
+					      "at %zu", s, a[i], p->y[i], i);
+		}
 		free(a);
+		free(b);
 		prob_free(p);
 	}
 }
 END_TEST
 
-/* The pool's split never changes a bit of the result, on either path. */
+/* The pool's split never changes a bit of the result, on any path. */
 START_TEST(t_threads_identical)
 {
 	static const uint32_t sh[][4] = {
@@ -475,7 +526,7 @@ START_TEST(t_threads_identical)
 	static const unsigned int threads[] = { 2, 3, 4, 7 };
 	struct ok_pool *pool;
 	size_t s, ti, n, bytes;
-	int scalar;
+	int path;
 	struct prob *p;
 	float *one;
 
@@ -487,17 +538,17 @@ START_TEST(t_threads_identical)
 		bytes = n * sizeof(float);
 		one = malloc(bytes);
 		ck_assert_ptr_nonnull(one);
-		for (scalar = 0; scalar <= 1; scalar++) {
-			prob_run(p, NULL, scalar);
+		for (path = 0; path < npaths(); path++) {
+			prob_run(p, NULL, path);
 			memcpy(one, p->y, bytes);
 			for (ti = 0; ti < 4; ti++) {
 				pool = pool_or_die(threads[ti]);
-				prob_run(p, pool, scalar);
+				prob_run(p, pool, path);
 				ck_assert_msg(!memcmp(one, p->y, bytes),
 					      "shape %zu, %u threads, %s: "
 					      "differs from one thread", s,
 					      threads[ti],
-					      scalar ? "scalar" : "auto");
+					      path_name(path));
 				ok_pool_free(pool);
 			}
 		}
@@ -513,7 +564,7 @@ START_TEST(t_fused_is_int8)
 	struct ok_pool *pool = pool_or_die(2);
 	size_t n, bytes;
 	struct prob *p;
-	int scalar;
+	int path;
 	uint32_t t;
 	float *a;
 
@@ -524,18 +575,18 @@ START_TEST(t_fused_is_int8)
 		a = malloc(bytes);
 		ck_assert_ptr_nonnull(a);
 		prob_ref(p);
-		for (scalar = 0; scalar <= 1; scalar++) {
-			ok_force_scalar(scalar);
+		for (path = 0; path < npaths(); path++) {
+			set_path(path);
 			poison(a, n);
 			ok_int8(pool, &p->m, p->x, a, t);
 			poison(p->y, n);
 			ok_fused(pool, &p->m, NULL, 0, p->x, p->y, t);
 			ck_assert(!memcmp(a, p->y, bytes));
-			prob_check(p, a, scalar, "ok_int8");
+			prob_check(p, a, path, "ok_int8");
 			poison(a, n);
 			ok_int8_rows(&p->m, p->x, a, t, 0, p->m.rows);
 			ck_assert(!memcmp(a, p->y, bytes));
-			ok_force_scalar(0);
+			set_path(PATH_AUTO);
 		}
 		free(a);
 		prob_free(p);
@@ -553,13 +604,13 @@ START_TEST(t_row_range)
 	struct prob *p = prob_new(77, 300, 64, 3, 99);
 	uint32_t r, t, r0, r1;
 	size_t i;
-	int scalar;
+	int path;
 	float v;
 
 	prob_add(p, OK_CSR16, 0.05, 10);
 	prob_ref(p);
-	for (scalar = 0; scalar <= 1; scalar++) {
-		ok_force_scalar(scalar);
+	for (path = 0; path < npaths(); path++) {
+		set_path(path);
 		for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
 			r0 = ranges[i][0];
 			r1 = ranges[i][1];
@@ -577,11 +628,11 @@ START_TEST(t_row_range)
 						continue;
 					}
 					ck_assert(fabs(v - p->ref[i]) <=
-						  bound_at(p, i, scalar));
+						  bound_at(p, i, path));
 				}
 			}
 		}
-		ok_force_scalar(0);
+		set_path(PATH_AUTO);
 	}
 	prob_free(p);
 }
@@ -627,33 +678,146 @@ START_TEST(t_nan_propagates)
 }
 END_TEST
 
-/* Tokens of a GEMM never mix: a token's result is the same in any block. */
+/*
+ * Tokens of a GEMM never mix: a token's result is the same in any block,
+ * alone too (the group is 64: the integer path, whose one-token calls sum
+ * as a GEMM's tokens do; the scalar path's do as well).
+ */
 START_TEST(t_tokens_independent)
 {
 	struct prob *p = prob_new(100, 333, 64, 8, 7);
 	size_t n = 100 * 8, bytes = n * sizeof(float);
 	float *full = malloc(bytes);
-	int scalar;
+	int path;
 	uint32_t t;
 
 	ck_assert_ptr_nonnull(full);
 	prob_add(p, OK_CSR16, 0.05, UINT32_MAX);
-	for (scalar = 0; scalar <= 1; scalar++) {
-		prob_run(p, NULL, scalar);
+	for (path = 0; path < npaths(); path++) {
+		prob_run(p, NULL, path);
 		memcpy(full, p->y, bytes);
-		for (t = 2; t < 8; t++) {
-			ok_force_scalar(scalar);
+		for (t = 1; t < 8; t++) {
+			set_path(path);
 			poison(p->y, n);
 			ok_fused_rows(&p->m, p->op, p->no, p->x, p->y, t, 0,
 				      p->m.rows);
-			ok_force_scalar(0);
+			set_path(PATH_AUTO);
 			ck_assert_msg(!memcmp(full, p->y,
 					      (size_t)t * 100 * sizeof(float)),
-				      "first %u of 8 tokens differ", t);
+				      "%s: first %u of 8 tokens differ",
+				      path_name(path), t);
 		}
 	}
 	free(full);
 	prob_free(p);
+}
+END_TEST
+
+/*
+ * A token's outputs do not depend on its neighbours in a GEMM's tile: with
+ * a NaN in another token's x the tile takes its slow way (the marked group
+ * in FP32, the CSR delta added after the Base instead of between its
+ * groups), and this token's bits stay the same.
+ */
+/* Token 1 all NaN, the others' bits those of @clean. */
+static void check_neighbours(const struct prob *p, const float *clean,
+			     const char *how)
+{
+	size_t i, n = (size_t)p->m.rows * p->ntok;
+
+	for (i = 0; i < n; i++) {
+		if (i / p->m.rows == 1) {
+			ck_assert(isnan(p->y[i]));
+			continue;
+		}
+		ck_assert_msg(!memcmp(&clean[i], &p->y[i], sizeof(float)),
+			      "%s: token %zu row %zu changed", how,
+			      i / p->m.rows, i % p->m.rows);
+	}
+}
+
+START_TEST(t_marked_neighbour)
+{
+	static const uint32_t sh[][3] = {
+		{ 100, 1000, 64 }, { 77, 300, 48 }, { 64, 8200, 64 },
+	};
+	struct ok_pool *pool = pool_or_die(2);
+	struct ok_pool *use;
+	struct prob *p;
+	char how[160];
+	float *clean;
+	size_t s, n;
+	int path, pooled;
+
+	for (s = 0; s < sizeof(sh) / sizeof(sh[0]); s++) {
+		p = prob_new(sh[s][0], sh[s][1], sh[s][2], 4, 600 + s);
+		prob_add(p, OK_CSR16, 0.03, 5);
+		prob_add(p, OK_CSR32, 0.01, UINT32_MAX);
+		n = (size_t)p->m.rows * 4;
+		clean = malloc(sizeof(*clean) * n);
+		ck_assert_ptr_nonnull(clean);
+		for (path = 0; path < npaths(); path++) {
+			for (pooled = 0; pooled <= 1; pooled++) {
+				use = pooled ? pool : NULL;
+				p->x[sh[s][1] + 3] = 0.5f;
+				prob_run(p, use, path);
+				memcpy(clean, p->y, sizeof(*clean) * n);
+				p->x[sh[s][1] + 3] = NAN;
+				prob_run(p, use, path);
+				describe(how, sizeof(how), p, use, path);
+				check_neighbours(p, clean, how);
+			}
+		}
+		free(clean);
+		prob_free(p);
+	}
+	ok_pool_free(pool);
+}
+END_TEST
+
+/*
+ * One pool, many calls back to back and with pauses longer than the
+ * workers' spin between them (they fall asleep and are woken), shapes and
+ * token counts changing from call to call: every result is the one a
+ * single thread computes, bit for bit.
+ */
+START_TEST(t_pool_calls)
+{
+	static const uint32_t sh[][4] = {
+		{ 4096, 256, 64, 1 }, { 300, 700, 64, 3 }, { 1024, 512, 48, 1 },
+		{ 64, 2048, 64, 2 }, { 2000, 100, 7, 1 },
+	};
+	enum { NSH = sizeof(sh) / sizeof(sh[0]) };
+	struct ok_pool *pool = pool_or_die(3);
+	struct prob *p[NSH];
+	float *want[NSH];
+	size_t s, n;
+	int i;
+
+	for (s = 0; s < NSH; s++) {
+		p[s] = prob_new(sh[s][0], sh[s][1], sh[s][2], sh[s][3], 50 + s);
+		if (s % 2)
+			prob_add(p[s], OK_CSR16, 0.02, UINT32_MAX);
+		n = (size_t)sh[s][0] * sh[s][3];
+		want[s] = malloc(sizeof(float) * n);
+		ck_assert_ptr_nonnull(want[s]);
+		prob_run(p[s], NULL, PATH_AUTO);
+		memcpy(want[s], p[s]->y, sizeof(float) * n);
+	}
+	for (i = 0; i < 200; i++) {
+		s = (size_t)(i * 7 + i / 5) % NSH;
+		n = (size_t)sh[s][0] * sh[s][3];
+		if (i % 50 == 49)
+			usleep(1000);
+		prob_run(p[s], pool, PATH_AUTO);
+		ck_assert_msg(!memcmp(want[s], p[s]->y, sizeof(float) * n),
+			      "call %d (shape %zu) differs", i, s);
+	}
+	for (s = 0; s < NSH; s++) {
+		free(want[s]);
+		prob_free(p[s]);
+	}
+	ok_pool_free(pool);
 }
 END_TEST
 
@@ -792,6 +956,8 @@ int main(void)
 	tcase_add_test(tc, t_row_range);
 	tcase_add_test(tc, t_nan_propagates);
 	tcase_add_test(tc, t_tokens_independent);
+	tcase_add_test(tc, t_marked_neighbour);
+	tcase_add_test(tc, t_pool_calls);
 	tcase_add_test(tc, t_concurrent_callers);
 	tcase_add_test(tc, t_pool_api);
 	tcase_add_test(tc, t_empty_calls);
