@@ -39,10 +39,14 @@ static void audit_imported(struct orthod *d, struct conn *c, size_t from)
 
 	by(c, who, sizeof(who));
 	for (i = from; i < d->ks.n; i++) {
-		proto_id_hex(d->ks.v[i].id, hex);
-		audit_val(d->ks.v[i].label, label, sizeof(label));
-		audit_log(&d->audit, "import", "shard=%s label=%s layer=%u %s",
-			  hex, label, d->ks.v[i].layer, who);
+		const struct shard *s = &d->ks.v[i];
+
+		proto_id_hex(s->id, hex);
+		audit_val(s->label, label, sizeof(label));
+		audit_log(&d->audit, "import",
+			  "shard=%s label=%s layer=%u held_by=%s %s", hex, label,
+			  s->layer, s->state != PROTO_SHARD_ACTIVE ? "none" :
+			  s->in_kernel ? "kernel" : "orthod", who);
 	}
 }
 
@@ -77,6 +81,8 @@ static int do_import(struct orthod *d, struct conn *c, struct pcur *cur)
 	if (ret)
 		return conn_error(d, c, c->h.req_id, ret, "import: %s",
 				  why ? why : strerror(-ret));
+	/* With the module, the new keys go to the kernel and leave memory. */
+	kernel_import(d, from);
 	audit_imported(d, c, from);
 	pbuf_init(&b, buf, sizeof(buf), 0);
 	proto_begin(&b, PROTO_IMPORT_OK, c->h.req_id);
@@ -88,16 +94,23 @@ static int do_rule(struct orthod *d, struct conn *c, struct pcur *cur)
 {
 	struct proto_rule r;
 	char who[96], what[PROTO_LABEL_MAX + 8], hex[33];
+	size_t nk;
 	int ret;
 
 	proto_get_rule(cur, &r);
 	if (pcur_end(cur))
 		return bad_request(d, c, cur);
 	r.allow = c->h.type == PROTO_GRANT;
+	/* Refused whole when the kernel could not enforce it. */
+	if (kernel_rule_check(d, &r, hex))
+		return conn_error(d, c, c->h.req_id, -E2BIG,
+				  "the kernel module holds the key of shard %s and takes at most %u uids, gids, denied uids and denied gids each: the rule is not added",
+				  hex, ORTHOD_KMOD_POLICY_MAX);
 	ret = policy_set(&d->pol, &r);
 	if (ret)
 		return conn_error(d, c, c->h.req_id, ret,
 				  "the policy could not be written");
+	nk = kernel_rule_apply(d, &r);
 	if (r.sel.kind == PROTO_SEL_ID) {
 		proto_id_hex(r.sel.id, hex);
 		snprintf(what, sizeof(what), "id=%s", hex);
@@ -106,8 +119,9 @@ static int do_rule(struct orthod *d, struct conn *c, struct pcur *cur)
 		audit_val(r.sel.label, what + 6, sizeof(what) - 6);
 	}
 	by(c, who, sizeof(who));
-	audit_log(&d->audit, r.allow ? "grant" : "deny", "%s=%u %s %s",
-		  r.principal == PROTO_UID ? "uid" : "gid", r.who, what, who);
+	audit_log(&d->audit, r.allow ? "grant" : "deny", "%s=%u %s kernel_shards=%zu %s",
+		  r.principal == PROTO_UID ? "uid" : "gid", r.who, what, nk,
+		  who);
 	return conn_ok(d, c, c->h.req_id);
 }
 

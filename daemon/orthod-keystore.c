@@ -16,7 +16,10 @@
  * keystore file taken alone; it does not guard against root on the running
  * host, nor against a copy of the whole state directory (PROTOCOL.md).
  *
- * In memory, the shard table (keys included) lives in secmem.
+ * In memory, the shard table (keys included) lives in secmem. A key the
+ * kernel module holds (in_kernel, orthod-kernel.c) is wiped from memory;
+ * a keystore write then takes it from the current file, decrypted into
+ * secmem under the KEK for the length of the write (ks_disk_keys()).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -124,7 +127,9 @@ static int table_reserve(struct keystore *ks, size_t n)
 	return 0;
 }
 
-static void body_encode(const struct keystore *ks, struct pbuf *b)
+/* @disk: the keys of in_kernel shards by index (ks_disk_keys()), or NULL. */
+static void body_encode(const struct keystore *ks, struct pbuf *b,
+			const uint8_t *disk)
 {
 	size_t i;
 
@@ -139,9 +144,30 @@ static void body_encode(const struct keystore *ks, struct pbuf *b)
 		pbuf_u64(b, s->imported_ns);
 		pbuf_u64(b, s->revoked_ns);
 		/* A shard that is revoking is already gone from the file. */
-		if (s->state == PROTO_SHARD_ACTIVE)
+		if (s->state != PROTO_SHARD_ACTIVE)
+			continue;
+		if (!s->in_kernel)
 			pbuf_bytes(b, s->key, PROTO_KEY_SIZE);
+		else if (disk)
+			pbuf_bytes(b, disk + i * PROTO_KEY_SIZE, PROTO_KEY_SIZE);
+		else
+			b->err = -EINVAL;
 	}
+}
+
+static void entry_decode(struct pcur *c, struct shard *s)
+{
+	pcur_bytes(c, s->id, PROTO_ID_SIZE, "shard id");
+	s->state = pcur_u8(c, "state");
+	s->layer = pcur_u32(c, "layer");
+	pcur_str(c, s->label, sizeof(s->label), PSTR_LABEL, "label");
+	s->imported_ns = pcur_u64(c, "imported");
+	s->revoked_ns = pcur_u64(c, "revoked");
+	if (s->state == PROTO_SHARD_ACTIVE)
+		pcur_bytes(c, s->key, PROTO_KEY_SIZE, "key");
+	else if (s->state != PROTO_SHARD_REVOKING &&
+		 s->state != PROTO_SHARD_REVOKED)
+		pcur_fail(c, -EBADMSG, "state: unknown");
 }
 
 static int body_decode(struct keystore *ks, const uint8_t *p, size_t len)
@@ -154,25 +180,154 @@ static int body_decode(struct keystore *ks, const uint8_t *p, size_t len)
 	n = pcur_count(&c, KS_MAX_SHARDS, 16 + 1 + 4 + 3 + 16, "shard count");
 	ret = c.err ? c.err : table_reserve(ks, n);
 	for (i = 0; !ret && i < n && !c.err; i++) {
-		struct shard *s = &ks->v[i];
-
-		pcur_bytes(&c, s->id, PROTO_ID_SIZE, "shard id");
-		s->state = pcur_u8(&c, "state");
-		s->layer = pcur_u32(&c, "layer");
-		pcur_str(&c, s->label, sizeof(s->label), PSTR_LABEL, "label");
-		s->imported_ns = pcur_u64(&c, "imported");
-		s->revoked_ns = pcur_u64(&c, "revoked");
-		if (s->state == PROTO_SHARD_ACTIVE)
-			pcur_bytes(&c, s->key, PROTO_KEY_SIZE, "key");
-		else if (s->state != PROTO_SHARD_REVOKING &&
-			 s->state != PROTO_SHARD_REVOKED)
-			pcur_fail(&c, -EBADMSG, "state: unknown");
+		entry_decode(&c, &ks->v[i]);
 		ks->n = i + 1;
 	}
 	if (!ret)
 		ret = pcur_end(&c);
 	if (ret)
 		dlog(LOG_ERR, "keystore: body: %s", c.why ? c.why : strerror(-ret));
+	return ret;
+}
+
+struct ks_hdr {
+	uint64_t generation;
+	uint8_t kek_id[16];
+	uint8_t nonce[KS_NONCE];
+	uint32_t blen;
+};
+
+static int hdr_decode(const uint8_t *file, size_t len, struct ks_hdr *h)
+{
+	struct pcur c;
+	char magic[8];
+
+	pcur_init(&c, file, len);
+	pcur_bytes(&c, magic, 8, "magic");
+	if (pcur_u32(&c, "version") != KS_VERSION || memcmp(magic, KS_MAGIC, 8))
+		pcur_fail(&c, -EPROTONOSUPPORT, "magic or version");
+	if (pcur_u32(&c, "flags"))
+		pcur_fail(&c, -EBADMSG, "flags");
+	h->generation = pcur_u64(&c, "generation");
+	pcur_bytes(&c, h->kek_id, 16, "kek id");
+	pcur_bytes(&c, h->nonce, KS_NONCE, "nonce");
+	h->blen = pcur_u32(&c, "body length");
+	if (!c.err && (size_t)h->blen + KS_HDR_SIZE + KS_TAG != len)
+		pcur_fail(&c, -EBADMSG, "body length: not the file's");
+	if (c.err)
+		dlog(LOG_ERR, "keystore: header: %s", c.why);
+	return c.err;
+}
+
+/* The body of @file, decrypted under @kek into secmem (h->blen bytes). */
+static int body_open(const uint8_t *kek, const uint8_t *file,
+		     const struct ks_hdr *h, uint8_t **body)
+{
+	int ret;
+
+	*body = secmem_alloc(h->blen ? h->blen : 1);
+	if (!*body)
+		return -ENOMEM;
+	ret = gcm(0, kek, h->nonce, file, KS_HDR_SIZE, file + KS_HDR_SIZE,
+		  h->blen, *body, (uint8_t *)file + KS_HDR_SIZE + h->blen);
+	if (ret) {
+		dlog(LOG_ERR, "keystore: authentication failed (tampered, or another KEK)");
+		secmem_free(*body, h->blen ? h->blen : 1);
+		*body = NULL;
+	}
+	return ret;
+}
+
+static size_t in_kernel_count(const struct keystore *ks)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < ks->n; i++)
+		n += ks->v[i].in_kernel && ks->v[i].state == PROTO_SHARD_ACTIVE;
+	return n;
+}
+
+/* Copy the keys of the active in_kernel shards from @body into @keys. */
+static int body_keys(const struct keystore *ks, const uint8_t *body,
+		     size_t len, uint8_t *keys, size_t want)
+{
+	struct shard *e = secmem_alloc(sizeof(*e));
+	size_t i, found = 0;
+	struct pcur c;
+	uint32_t n;
+
+	if (!e)
+		return -ENOMEM;
+	pcur_init(&c, body, len);
+	n = pcur_count(&c, KS_MAX_SHARDS, 16 + 1 + 4 + 3 + 16, "shard count");
+	for (i = 0; i < n && !c.err; i++) {
+		const struct shard *s = &ks->v[i];
+
+		entry_decode(&c, e);
+		/* Shards are only ever appended: the file is a prefix. */
+		if (!c.err && (i >= ks->n || memcmp(e->id, s->id, PROTO_ID_SIZE)))
+			pcur_fail(&c, -EBADMSG, "not the table in memory");
+		if (!c.err && s->in_kernel && s->state == PROTO_SHARD_ACTIVE) {
+			if (e->state != PROTO_SHARD_ACTIVE)
+				pcur_fail(&c, -EBADMSG, "an active key is not");
+			memcpy(keys + i * PROTO_KEY_SIZE, e->key, PROTO_KEY_SIZE);
+			found++;
+		}
+		secmem_wipe(e, sizeof(*e));
+	}
+	secmem_free(e, sizeof(*e));
+	if (!c.err && found != want)
+		pcur_fail(&c, -EBADMSG, "a key the kernel holds is missing");
+	if (c.err)
+		dlog(LOG_ERR, "keystore: reading back the keys the kernel holds: %s",
+		     c.why);
+	return c.err;
+}
+
+/*
+ * The keys of the active shards whose key the kernel module holds, read
+ * back from the current file: indexed like ks->v, PROTO_KEY_SIZE bytes
+ * each, in secmem (*@cap bytes; secmem_free() it). NULL when none is
+ * in_kernel. The file is always the one written under ks->kek.
+ */
+static int ks_disk_keys(struct keystore *ks, uint8_t **keys, size_t *cap)
+{
+	size_t want = in_kernel_count(ks), len = 0;
+	uint8_t *file = NULL, *body = NULL;
+	struct ks_hdr h;
+	int ret;
+
+	*keys = NULL;
+	*cap = 0;
+	if (!want)
+		return 0;
+	ret = file_read_all(ks->dirfd, KS_FILE,
+			    KS_HDR_SIZE + KS_TAG + 4 +
+				    (size_t)KS_MAX_SHARDS * KS_ENTRY_MAX,
+			    &file, &len);
+	if (ret) {
+		dlog(LOG_ERR, "keystore: cannot read it back: %s", strerror(-ret));
+		return ret;
+	}
+	ret = hdr_decode(file, len, &h);
+	if (!ret && memcmp(h.kek_id, ks->kek_id, 16)) {
+		dlog(LOG_ERR, "keystore: the file is not under the current KEK");
+		ret = -EBADMSG;
+	}
+	if (!ret)
+		ret = body_open(ks->kek, file, &h, &body);
+	if (!ret) {
+		*cap = ks->n * PROTO_KEY_SIZE;
+		*keys = secmem_alloc(*cap);
+		ret = *keys ? body_keys(ks, body, h.blen, *keys, want) : -ENOMEM;
+		secmem_free(body, h.blen ? h.blen : 1);
+	}
+	free(file);
+	if (ret) {
+		secmem_free(*keys, *cap);
+		*keys = NULL;
+		*cap = 0;
+	}
 	return ret;
 }
 
@@ -183,17 +338,23 @@ static int body_decode(struct keystore *ks, const uint8_t *p, size_t len)
 static int ks_write(struct keystore *ks, const uint8_t *kek,
 		    const uint8_t kek_id[16])
 {
-	size_t cap = 4 + ks->n * KS_ENTRY_MAX, flen;
-	uint8_t *body, *file = NULL, nonce[KS_NONCE];
+	size_t cap = 4 + ks->n * KS_ENTRY_MAX, flen, disk_cap = 0;
+	uint8_t *body, *file = NULL, nonce[KS_NONCE], *disk = NULL;
 	struct pbuf b, h;
 	int ret;
 
+	ret = ks_disk_keys(ks, &disk, &disk_cap);
+	if (ret)
+		return ret;
 	body = secmem_alloc(cap);
-	if (!body)
+	if (!body) {
+		secmem_free(disk, disk_cap);
 		return -ENOMEM;
+	}
 	pbuf_init(&b, body, cap, 0);
 	b.limit = cap;
-	body_encode(ks, &b);
+	body_encode(ks, &b, disk);
+	secmem_free(disk, disk_cap);
 	ret = b.err ? b.err : random_bytes(nonce, sizeof(nonce));
 	if (ret)
 		goto out;
@@ -318,30 +479,17 @@ int ks_destroy_old_kek(struct keystore *ks)
 
 static int ks_load(struct keystore *ks, const uint8_t *file, size_t len)
 {
-	uint8_t *kekbuf = NULL, *body = NULL, nonce[KS_NONCE], id[16];
+	uint8_t *kekbuf = NULL, *body = NULL, id[16];
 	char name[40];
 	size_t keklen = 0;
-	uint32_t blen;
-	struct pcur c;
-	char magic[8];
+	struct ks_hdr h;
 	int ret;
 
-	pcur_init(&c, file, len);
-	pcur_bytes(&c, magic, 8, "magic");
-	if (pcur_u32(&c, "version") != KS_VERSION || memcmp(magic, KS_MAGIC, 8))
-		pcur_fail(&c, -EPROTONOSUPPORT, "magic or version");
-	if (pcur_u32(&c, "flags"))
-		pcur_fail(&c, -EBADMSG, "flags");
-	ks->generation = pcur_u64(&c, "generation");
-	pcur_bytes(&c, ks->kek_id, 16, "kek id");
-	pcur_bytes(&c, nonce, KS_NONCE, "nonce");
-	blen = pcur_u32(&c, "body length");
-	if (!c.err && (size_t)blen + KS_HDR_SIZE + KS_TAG != len)
-		pcur_fail(&c, -EBADMSG, "body length: not the file's");
-	if (c.err) {
-		dlog(LOG_ERR, "keystore: header: %s", c.why);
-		return c.err;
-	}
+	ret = hdr_decode(file, len, &h);
+	if (ret)
+		return ret;
+	ks->generation = h.generation;
+	memcpy(ks->kek_id, h.kek_id, 16);
 	kek_name(ks->kek_id, name);
 	ret = file_read_all(ks->dirfd, name, PROTO_KEY_SIZE, &kekbuf, &keklen);
 	if (ret || keklen != PROTO_KEY_SIZE) {
@@ -352,27 +500,21 @@ static int ks_load(struct keystore *ks, const uint8_t *file, size_t len)
 	}
 	memcpy(ks->kek, kekbuf, PROTO_KEY_SIZE);
 	kek_id_of(ks->kek, id);
-	body = secmem_alloc(blen ? blen : 1);
-	ret = body ? 0 : -ENOMEM;
-	if (!ret && memcmp(id, ks->kek_id, 16)) {
+	if (memcmp(id, ks->kek_id, 16)) {
 		dlog(LOG_ERR, "keystore: %s does not match its name", name);
 		ret = -EBADMSG;
+		goto out;
 	}
+	ret = body_open(ks->kek, file, &h, &body);
 	if (!ret) {
-		ret = gcm(0, ks->kek, nonce, file, KS_HDR_SIZE,
-			  file + KS_HDR_SIZE, blen, body,
-			  (uint8_t *)file + KS_HDR_SIZE + blen);
-		if (ret)
-			dlog(LOG_ERR, "keystore: authentication failed (tampered, or another KEK)");
+		ret = body_decode(ks, body, h.blen);
+		secmem_free(body, h.blen ? h.blen : 1);
 	}
-	if (!ret)
-		ret = body_decode(ks, body, blen);
 out:
 	if (kekbuf) {
 		explicit_bzero(kekbuf, keklen);
 		free(kekbuf);
 	}
-	secmem_free(body, blen ? blen : 1);
 	return ret;
 }
 
@@ -426,11 +568,13 @@ struct shard *ks_find(struct keystore *ks, const uint8_t id[PROTO_ID_SIZE])
 	return NULL;
 }
 
-/* Is @k already in the table (or earlier in this import)? */
+/* Is @k already in the table (or earlier in this import)? @disk: as
+ * ks_disk_keys() gives them. */
 static int import_check(struct keystore *ks, const struct proto_key *k,
-			const char **why)
+			const uint8_t *disk, const char **why)
 {
 	struct shard *s = ks_find(ks, k->id);
+	const uint8_t *key;
 
 	if (!s)
 		return 0;
@@ -438,7 +582,10 @@ static int import_check(struct keystore *ks, const struct proto_key *k,
 		*why = "a revoked shard id";
 		return -EKEYREVOKED;
 	}
-	if (memcmp(s->key, k->key, PROTO_KEY_SIZE) || s->layer != k->layer ||
+	key = s->key;
+	if (s->in_kernel)
+		key = disk + (size_t)(s - ks->v) * PROTO_KEY_SIZE;
+	if (memcmp(key, k->key, PROTO_KEY_SIZE) || s->layer != k->layer ||
 	    strcmp(s->label, k->label)) {
 		*why = "a shard id already held with another key or label";
 		return -EEXIST;
@@ -449,18 +596,24 @@ static int import_check(struct keystore *ks, const struct proto_key *k,
 int ks_import(struct keystore *ks, const struct proto_key *keys, uint32_t n,
 	      uint32_t *added, uint32_t *present, const char **why)
 {
-	size_t old_n = ks->n;
+	size_t old_n = ks->n, disk_cap = 0;
 	uint64_t now = now_real_ns();
+	uint8_t *disk = NULL;
 	uint32_t i;
 	int ret;
 
 	*added = *present = 0;
 	*why = NULL;
-	ret = table_reserve(ks, ks->n + n);
+	/* Taken before the table may move: indexed like it. */
+	ret = ks_disk_keys(ks, &disk, &disk_cap);
+	if (ret)
+		*why = "the keystore could not be read back";
+	if (!ret)
+		ret = table_reserve(ks, ks->n + n);
 	for (i = 0; !ret && i < n; i++) {
 		struct shard *s;
 
-		ret = import_check(ks, &keys[i], why);
+		ret = import_check(ks, &keys[i], disk, why);
 		if (ret > 0) {
 			(*present)++;
 			ret = 0;
@@ -478,6 +631,7 @@ int ks_import(struct keystore *ks, const struct proto_key *keys, uint32_t n,
 		s->imported_ns = now;
 		(*added)++;
 	}
+	secmem_free(disk, disk_cap);
 	if (!ret && *added)
 		ret = ks_write(ks, ks->kek, ks->kek_id);
 	if (ret) {
@@ -526,4 +680,10 @@ size_t ks_set_revoked(struct keystore *ks, struct shard **s, size_t n)
 int ks_sync(struct keystore *ks)
 {
 	return ks_write(ks, ks->kek, ks->kek_id);
+}
+
+void ks_hand_over(struct keystore *ks, struct shard *s)
+{
+	explicit_bzero(s->key, PROTO_KEY_SIZE);
+	s->in_kernel = 1;
 }

@@ -74,6 +74,35 @@ int policy_check(const struct policy *p, const struct shard *s,
 	return allowed ? 0 : -EACCES;
 }
 
+/* The same rule but for its allow bit: a second one replaces it. */
+static int rule_same(const struct proto_rule *a, const struct proto_rule *b)
+{
+	return sel_equal(&a->sel, &b->sel) && a->principal == b->principal &&
+	       a->who == b->who;
+}
+
+int policy_kernel(const struct policy *p, const struct shard *s,
+		  const struct proto_rule *extra, struct orthod_kmod_policy *out)
+{
+	size_t i;
+	int ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; !ret && i < p->n; i++) {
+		const struct proto_rule *r = &p->v[i];
+
+		if (!sel_match(&r->sel, s) || (extra && rule_same(r, extra)))
+			continue;
+		ret = orthod_kmod_policy_add(out, r->allow,
+					     r->principal == PROTO_GID, r->who);
+	}
+	if (!ret && extra && sel_match(&extra->sel, s))
+		ret = orthod_kmod_policy_add(out, extra->allow,
+					     extra->principal == PROTO_GID,
+					     extra->who);
+	return ret;
+}
+
 static int rule_line(const struct proto_rule *r, char *buf, size_t cap)
 {
 	char id[33];
@@ -131,8 +160,7 @@ int policy_set(struct policy *p, const struct proto_rule *r)
 	int ret;
 
 	for (i = 0; i < p->n; i++) {
-		if (!sel_equal(&p->v[i].sel, &r->sel) ||
-		    p->v[i].principal != r->principal || p->v[i].who != r->who)
+		if (!rule_same(&p->v[i], r))
 			continue;
 		if (p->v[i].allow == r->allow)
 			return 0;

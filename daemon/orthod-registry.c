@@ -224,6 +224,10 @@ static int do_get_key(struct orthod *d, struct conn *c, struct pcur *cur)
 		return refuse_key(d, c, hex, -EKEYREVOKED, "revoked");
 	if (policy_check(&d->pol, s, &c->peer))
 		return refuse_key(d, c, hex, -EACCES, "not granted");
+	/* The kernel module has the key, not orthod: ask /dev/ortho. */
+	if (s->in_kernel)
+		return refuse_key(d, c, hex, -EREMOTE,
+				  "held by the kernel module: fetch it from /dev/ortho");
 	ret = reg_key_out(c, id);
 	who(c, w, sizeof(w));
 	audit_val(s->label, label, sizeof(label));

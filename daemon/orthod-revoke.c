@@ -16,6 +16,15 @@
  * 3. The outcome is recorded and the admin answered with every holder's
  *    outcome.
  *
+ * With the kernel module, the shards whose key the kernel holds are revoked
+ * there as well, right after step 1 (orthod-krevoke.c): the kernel wipes
+ * its key, wakes its holders and kills those that do not acknowledge within
+ * its grace period. The revocation's poll timer follows the kernel until
+ * it is done, and the revocation completes when both the daemon's holders
+ * and the kernel's have an outcome. The daemon's deadline settles its own
+ * holders; the kernel's are waited for up to its grace period and a second
+ * more (KERNEL_SLACK_MS), since the kernel itself ends them by then.
+ *
  * A revocation is freed only by revoke_reap(), between event batches.
  */
 #include <errno.h>
@@ -31,6 +40,9 @@
 #include "orthod.h"
 
 #define container_of(p, type, m) ((type *)((char *)(p) - offsetof(type, m)))
+
+#define KPOLL_NS 1000000L	/* how often the kernel's state is read */
+#define KERNEL_SLACK_MS 1000u	/* past the kernel's grace period */
 
 struct waiter {
 	struct ev_src pidev;		/* EV_PIDFD; fd -1 unless watching */
@@ -57,6 +69,11 @@ struct revoke_op {
 	struct waiter *w;
 	size_t nw, pending;
 	int done;
+	/* The kernel's half (orthod-krevoke.c); NULL without. */
+	struct krevoke *k;
+	struct ev_src kpoll;		/* EV_REVOKE_KPOLL, periodic */
+	int kdone;
+	int past_deadline;		/* the daemon's holders are settled */
 };
 
 static uint64_t since_us(const struct revoke_op *op)
@@ -115,7 +132,7 @@ static void put_result(struct orthod *d, struct revoke_op *op, struct pbuf *b)
 		r.revoked_ns = s->revoked_ns;
 		proto_put_shard(b, &r);
 	}
-	pbuf_u32(b, (uint32_t)op->nw);
+	pbuf_u32(b, (uint32_t)(op->nw + krevoke_count(op->k)));
 	for (i = 0; i < op->nw; i++) {
 		const struct waiter *w = &op->w[i];
 		struct proto_holder_rec h = {
@@ -127,12 +144,19 @@ static void put_result(struct orthod *d, struct revoke_op *op, struct pbuf *b)
 		memcpy(h.comm, w->comm, sizeof(h.comm));
 		proto_put_holder(b, &h);
 	}
+	/* Then the holders of /dev/ortho, one per open file and shard. */
+	for (i = 0; i < krevoke_count(op->k); i++) {
+		struct proto_holder_rec h;
+
+		krevoke_rec(op->k, i, &h);
+		proto_put_holder(b, &h);
+	}
 }
 
 static void audit_outcome(struct orthod *d, struct revoke_op *op,
 			  size_t ok, size_t busy, size_t gone)
 {
-	char list[1024] = "", comm[PROTO_COMM_MAX + 1];
+	char list[1024] = "", comm[PROTO_COMM_MAX + 1], kern[1024];
 	size_t i, len = 0;
 
 	for (i = 0; i < op->nw && len < sizeof(list) - 64; i++) {
@@ -147,18 +171,27 @@ static void audit_outcome(struct orthod *d, struct revoke_op *op,
 					" busy=%u/%u/%s/%.8s", w->pid, w->uid,
 					comm, hex);
 	}
+	krevoke_audit(op->k, kern, sizeof(kern));
 	audit_log(&d->audit, busy ? "revoke-busy" : "revoke-complete",
-		  "revoke=%" PRIu64 " holders=%zu complete=%zu busy=%zu gone=%zu elapsed_us=%" PRIu64 "%s",
-		  op->id, op->nw, ok, busy, gone, op->elapsed_us, list);
+		  "revoke=%" PRIu64 " holders=%zu complete=%zu busy=%zu gone=%zu elapsed_us=%" PRIu64 "%s%s",
+		  op->id, op->nw + krevoke_count(op->k), ok, busy, gone,
+		  op->elapsed_us, list, kern);
 }
 
-static void finish(struct orthod *d, struct revoke_op *op)
+static void close_src(struct orthod *d, struct ev_src *src)
 {
-	size_t i, ok = 0, busy = 0, gone = 0, changed;
-	struct shard **s;
-	struct pbuf b;
+	if (src->fd < 0)
+		return;
+	ev_del(d, src);
+	close(src->fd);
+	src->fd = -1;
+}
 
-	op->elapsed_us = since_us(op);
+/* The daemon's deadline: its holders without an outcome are busy. */
+static void daemon_deadline(struct orthod *d, struct revoke_op *op)
+{
+	size_t i;
+
 	for (i = 0; i < op->nw; i++) {
 		struct waiter *w = &op->w[i];
 
@@ -168,18 +201,40 @@ static void finish(struct orthod *d, struct revoke_op *op)
 				w->err = -ENOTCONN;
 			proc_comm((pid_t)w->pid, w->comm);
 		}
-		if (w->pidev.fd >= 0) {
-			ev_del(d, &w->pidev);
-			close(w->pidev.fd);
-			w->pidev.fd = -1;
-		}
-		ok += w->outcome == PROTO_COMPLETE;
-		busy += w->outcome == PROTO_BUSY;
-		gone += w->outcome == PROTO_GONE;
+		close_src(d, &w->pidev);
 	}
-	ev_del(d, &op->timer);
-	close(op->timer.fd);
-	op->timer.fd = -1;
+	op->pending = 0;
+	op->past_deadline = 1;
+}
+
+static void finish(struct orthod *d, struct revoke_op *op)
+{
+	size_t i, ok = 0, busy = 0, gone = 0, changed;
+	struct shard **s;
+	struct pbuf b;
+
+	op->elapsed_us = since_us(op);
+	daemon_deadline(d, op);
+	for (i = 0; i < op->nw; i++) {
+		ok += op->w[i].outcome == PROTO_COMPLETE;
+		busy += op->w[i].outcome == PROTO_BUSY;
+		gone += op->w[i].outcome == PROTO_GONE;
+	}
+	if (op->k) {
+		if (!op->kdone)
+			op->kdone = krevoke_poll(d, op->k);
+		krevoke_finish(d, op->k);
+		for (i = 0; i < krevoke_count(op->k); i++) {
+			struct proto_holder_rec h;
+
+			krevoke_rec(op->k, i, &h);
+			ok += h.outcome == PROTO_COMPLETE;
+			busy += h.outcome == PROTO_BUSY;
+			gone += h.outcome == PROTO_GONE;
+		}
+	}
+	close_src(d, &op->timer);
+	close_src(d, &op->kpoll);
 	op->done = 1;
 	audit_outcome(d, op, ok, busy, gone);
 	/*
@@ -213,12 +268,8 @@ static void settle(struct orthod *d, struct waiter *w, uint8_t outcome,
 	w->err = err;
 	if (outcome == PROTO_COMPLETE)
 		w->ack_us = since_us(op);
-	if (w->pidev.fd >= 0) {
-		ev_del(d, &w->pidev);
-		close(w->pidev.fd);
-		w->pidev.fd = -1;
-	}
-	if (--op->pending == 0)
+	close_src(d, &w->pidev);
+	if (--op->pending == 0 && (!op->k || op->kdone))
 		finish(d, op);
 }
 
@@ -294,26 +345,49 @@ static int add_waiters(struct orthod *d, struct revoke_op *op)
 	return 0;
 }
 
+/* @src fires @ms after @t0 (monotonic ns), then every @every_ns (0: once). */
+static int arm_at(struct orthod *d, struct ev_src *src, enum ev_kind kind,
+		  uint64_t t0, uint32_t ms, long every_ns)
+{
+	uint64_t at = t0 + (uint64_t)ms * 1000000ull;
+	struct itimerspec its = { 0 };
+	int ret;
+
+	if (src->fd < 0) {
+		src->kind = kind;
+		src->fd = timerfd_create(CLOCK_MONOTONIC,
+					 TFD_NONBLOCK | TFD_CLOEXEC);
+		if (src->fd < 0)
+			return -errno;
+		ret = ev_add(d, src, EPOLLIN);
+		if (ret) {
+			close(src->fd);
+			src->fd = -1;
+			return ret;
+		}
+	}
+	/* A time already past still fires (0 would disarm the timer). */
+	its.it_value.tv_sec = (time_t)(at / 1000000000ull);
+	its.it_value.tv_nsec = (long)(at % 1000000000ull);
+	if (!at)
+		its.it_value.tv_nsec = 1;
+	its.it_interval.tv_nsec = every_ns;
+	return timerfd_settime(src->fd, TFD_TIMER_ABSTIME, &its, NULL) ?
+	       -errno : 0;
+}
+
 static int arm_timer(struct orthod *d, struct revoke_op *op, uint32_t ms)
 {
-	struct itimerspec its = { 0 };
-
-	op->timer.kind = EV_REVOKE_TIMER;
-	op->timer.fd = timerfd_create(CLOCK_MONOTONIC,
-				      TFD_NONBLOCK | TFD_CLOEXEC);
-	if (op->timer.fd < 0)
-		return -errno;
-	its.it_value.tv_sec = ms / 1000;
-	its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
-	if (timerfd_settime(op->timer.fd, 0, &its, NULL))
-		return -errno;
-	return ev_add(d, &op->timer, EPOLLIN);
+	return arm_at(d, &op->timer, EV_REVOKE_TIMER, op->t0, ms, 0);
 }
 
 static void op_free(struct revoke_op *op)
 {
 	if (op->timer.fd >= 0)
 		close(op->timer.fd);
+	if (op->kpoll.fd >= 0)
+		close(op->kpoll.fd);
+	krevoke_free(op->k);
 	free(op->ids);
 	free(op->w);
 	free(op);
@@ -348,6 +422,7 @@ int revoke_start(struct orthod *d, struct conn *c,
 	if (!op)
 		return conn_error(d, c, req, -ENOMEM, "out of memory");
 	op->timer.fd = -1;
+	op->kpoll.fd = -1;
 	op->t0 = now_mono_ns();
 	op->admin = c;
 	op->req = req;
@@ -367,10 +442,18 @@ int revoke_start(struct orthod *d, struct conn *c,
 	ret = make_durable(d, op);
 	op->id = d->audit.seq + 1;
 	audit_request(d, c, op, r);
+	/* The kernel's copy goes at once too, and its holders are woken. */
+	if (!ret)
+		ret = krevoke_start(d, (const uint8_t (*)[PROTO_ID_SIZE])op->ids,
+				    op->nids, op->t0, &op->k);
+	op->kdone = !op->k || krevoke_poll(d, op->k);
 	if (!ret)
 		ret = add_waiters(d, op);
-	if (!ret && op->nw)
+	if (!ret && (op->nw || !op->kdone))
 		ret = arm_timer(d, op, r->timeout_ms);
+	if (!ret && !op->kdone)
+		ret = arm_at(d, &op->kpoll, EV_REVOKE_KPOLL, op->t0, 0,
+			     KPOLL_NS);
 	if (ret) {
 		dlog(LOG_ERR, "revoke %" PRIu64 ": %s", op->id, strerror(-ret));
 		audit_log(&d->audit, "revoke-failed", "revoke=%" PRIu64 " error=%d",
@@ -385,7 +468,7 @@ int revoke_start(struct orthod *d, struct conn *c,
 		send_notice(d, op->w[i].c, op->w[i].id, op->id, r->timeout_ms);
 	/* While the holders wipe: the replaced KEK's blocks become useless. */
 	ks_destroy_old_kek(&d->ks);
-	if (!op->nw)
+	if (!op->nw && op->kdone)
 		finish(d, op);
 	return 0;
 }
@@ -496,15 +579,50 @@ void revoke_conn_gone(struct orthod *d, struct conn *c)
 	}
 }
 
+/* The deadline: the daemon's holders are settled; the kernel's have
+ * until its grace period ends, which the kernel enforces itself. */
+static void on_deadline(struct orthod *d, struct revoke_op *op)
+{
+	uint32_t until;
+
+	if (op->done)
+		return;
+	if (!op->k || op->kdone || op->past_deadline) {
+		finish(d, op);
+		return;
+	}
+	daemon_deadline(d, op);
+	until = krevoke_grace_ms(op->k) + KERNEL_SLACK_MS;
+	if ((now_mono_ns() - op->t0) / 1000000ull >= until ||
+	    arm_timer(d, op, until))
+		finish(d, op);
+}
+
+static void on_kpoll(struct orthod *d, struct revoke_op *op)
+{
+	uint64_t ticks;
+
+	if (read(op->kpoll.fd, &ticks, sizeof(ticks)) < 0 || op->done ||
+	    op->kdone)
+		return;
+	op->kdone = krevoke_poll(d, op->k);
+	if (!op->kdone)
+		return;
+	close_src(d, &op->kpoll);
+	if (!op->pending)
+		finish(d, op);
+}
+
 void revoke_event(struct orthod *d, struct ev_src *src)
 {
-	struct revoke_op *op;
 	struct waiter *w;
 
 	if (src->kind == EV_REVOKE_TIMER) {
-		op = container_of(src, struct revoke_op, timer);
-		if (!op->done)
-			finish(d, op);
+		on_deadline(d, container_of(src, struct revoke_op, timer));
+		return;
+	}
+	if (src->kind == EV_REVOKE_KPOLL) {
+		on_kpoll(d, container_of(src, struct revoke_op, kpoll));
 		return;
 	}
 	w = container_of(src, struct waiter, pidev);

@@ -4,9 +4,10 @@
  * directory, the listening socket and the event loop.
  *
  *	orthod --state-dir DIR --socket PATH [--foreground]
- *	       [--admin-group GROUP] [--max-clients N]
+ *	       [--admin-group GROUP] [--max-clients N] [--kmod-device PATH]
  *
- * The protocol and the state files are described in daemon/PROTOCOL.md.
+ * The protocol and the state files are described in daemon/PROTOCOL.md;
+ * with the kernel module loaded the keys go into it (orthod-kernel.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -117,6 +118,7 @@ struct opts {
 	const char *state_dir;
 	const char *socket;
 	const char *admin_group;
+	const char *kmod_device;
 	unsigned int max_conns;
 	int foreground;
 };
@@ -130,7 +132,9 @@ static void usage(FILE *f)
 		"  --socket PATH        the Unix socket (default /run/ortho/orthod.sock)\n"
 		"  --foreground         stay attached; log to stderr\n"
 		"  --admin-group GROUP  members may import, grant, deny, revoke, read status\n"
-		"  --max-clients N      connections at once (default %u)\n",
+		"  --max-clients N      connections at once (default %u)\n"
+		"  --kmod-device PATH   the kernel module's device (default /dev/ortho;\n"
+		"                       none: keep every key in orthod)\n",
 		ORTHOD_MAX_CONNS_DEFAULT);
 }
 
@@ -142,6 +146,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "admin-group", required_argument, NULL, 'g' },
 		{ "max-clients", required_argument, NULL, 'm' },
+		{ "kmod-device", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -151,12 +156,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 
 	o->socket = "/run/ortho/orthod.sock";
 	o->max_conns = ORTHOD_MAX_CONNS_DEFAULT;
-	while ((ch = getopt_long(argc, argv, "d:s:fg:m:hV", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "d:s:fg:m:k:hV", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'd': o->state_dir = optarg; break;
 		case 's': o->socket = optarg; break;
 		case 'f': o->foreground = 1; break;
 		case 'g': o->admin_group = optarg; break;
+		case 'k': o->kmod_device = optarg; break;
 		case 'm':
 			o->max_conns = (unsigned int)strtoul(optarg, &end, 10);
 			if (*end || !o->max_conns || o->max_conns > 1000000) {
@@ -388,6 +394,7 @@ static void run(struct orthod *d)
 				conn_event(d, (struct conn *)src, ev[i].events);
 				break;
 			case EV_REVOKE_TIMER:
+			case EV_REVOKE_KPOLL:
 			case EV_PIDFD: revoke_event(d, src); break;
 			}
 		}
@@ -463,6 +470,8 @@ static void shutdown_all(struct orthod *d)
 		audit_log(&d->audit, "stop", "pid=%d", (int)getpid());
 	if (d->sock_path)
 		unlink(d->sock_path);
+	/* Its keys stay in the kernel for a restarted orthod to find. */
+	kernel_stop(d);
 	ks_close(&d->ks);
 	policy_close(&d->pol);
 	audit_close(&d->audit);
@@ -471,7 +480,7 @@ static void shutdown_all(struct orthod *d)
 int main(int argc, char **argv)
 {
 	struct orthod d = { .epfd = -1, .dirfd = -1, .lockfd = -1,
-			    .spare_fd = -1 };
+			    .spare_fd = -1, .km = { .fd = -1 } };
 	struct rlimit nocore = { 0, 0 };
 	struct opts o = { 0 };
 	int ret, ready = -1;
@@ -499,6 +508,8 @@ int main(int argc, char **argv)
 		ret = open_state(&d, o.state_dir);
 	if (!ret)
 		ret = load_state(&d);
+	if (!ret)
+		kernel_start(&d, o.kmod_device);
 	if (!ret)
 		ret = open_loop(&d);
 	if (!ret)

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <syslog.h>
 
+#include "orthod-kmod.h"
 #include "proto.h"
 
 #define ORTHOD_MAX_CONNS_DEFAULT 1024u
@@ -35,6 +36,7 @@ enum ev_kind {
 	EV_CONN,
 	EV_REVOKE_TIMER,
 	EV_PIDFD,
+	EV_REVOKE_KPOLL,	/* a revocation polls the kernel module */
 };
 
 struct ev_src {
@@ -86,7 +88,10 @@ struct shard {
 	char label[PROTO_LABEL_MAX + 1];
 	uint32_t layer;
 	uint8_t state;			/* enum proto_shard_state */
-	uint8_t key[PROTO_KEY_SIZE];	/* zero unless active */
+	uint8_t in_kernel;		/* the kernel module holds its key */
+	uint8_t key[PROTO_KEY_SIZE];	/* zero unless active and not
+					 * in_kernel (then only the wrapped
+					 * copy on disk is left) */
 	uint64_t imported_ns;
 	uint64_t revoked_ns;
 };
@@ -139,6 +144,12 @@ int ks_destroy_old_kek(struct keystore *ks);
 size_t ks_set_revoked(struct keystore *ks, struct shard **s, size_t n);
 /* Write the keystore under the current KEK. Return: 0 or -errno. */
 int ks_sync(struct keystore *ks);
+/*
+ * ks_hand_over() - the kernel module has @s's key now: wipe the copy in
+ * memory. The wrapped copy on disk stays; keystore writes take the key
+ * from there (the file is decrypted under the KEK held in memory).
+ */
+void ks_hand_over(struct keystore *ks, struct shard *s);
 
 /* ---- orthod-policy.c: who may receive which key ---- */
 
@@ -168,6 +179,14 @@ int policy_check(const struct policy *p, const struct shard *s,
 		 const struct peer *who);
 /* Return: 1 when @sel names @s. */
 int sel_match(const struct proto_sel *sel, const struct shard *s);
+/**
+ * policy_kernel() - the kernel module's form of who may fetch @s: every
+ * rule that names it, with @extra (may be NULL) added or replacing the
+ * rule for the same selector and principal.
+ * Return: 0, or -E2BIG when a list passes ORTHOD_KMOD_POLICY_MAX.
+ */
+int policy_kernel(const struct policy *p, const struct shard *s,
+		  const struct proto_rule *extra, struct orthod_kmod_policy *out);
 
 /* ---- orthod-audit.c: the hash-chained log ---- */
 
@@ -304,6 +323,54 @@ void revoke_shutdown(struct orthod *d);
 /* Free finished revocations; between event batches only. */
 void revoke_reap(struct orthod *d);
 
+/* ---- orthod-kernel.c: keys in the kernel module (kmod/README.md) ---- */
+
+/*
+ * kernel_start() - open the module's device (@path, NULL for /dev/ortho,
+ * "none" to leave it alone), revoke there what the keystore has revoked,
+ * and put every active key in with its policy. Without the module (or the
+ * privilege) one line says so and orthod keeps the keys as before.
+ */
+void kernel_start(struct orthod *d, const char *path);
+void kernel_stop(struct orthod *d);
+/* The shards imported at @from.. go to the kernel (after ks_import()). */
+void kernel_import(struct orthod *d, size_t from);
+/*
+ * kernel_rule_check() - would the kernel's policy of every shard @r names
+ * still fit with @r? Return: 0, or -E2BIG with @hex naming a shard.
+ */
+int kernel_rule_check(struct orthod *d, const struct proto_rule *r,
+		      char hex[33]);
+/* After policy_set(): the kernel's policy of each shard @r names. Return:
+ * how many shards were updated. */
+size_t kernel_rule_apply(struct orthod *d, const struct proto_rule *r);
+
+/* ---- orthod-krevoke.c: the kernel's half of a revocation ---- */
+
+struct krevoke;
+
+/**
+ * krevoke_start() - revoke in the kernel every shard of @ids it holds,
+ * and list its holders (the open files of /dev/ortho that fetched it).
+ * @out: NULL when the kernel holds none of them.
+ * Return: 0 or -ENOMEM.
+ */
+int krevoke_start(struct orthod *d, const uint8_t (*ids)[PROTO_ID_SIZE],
+		  size_t nids, uint64_t t0, struct krevoke **out);
+/* Look again. Return: 1 once every kernel revocation is done, else 0. */
+int krevoke_poll(struct orthod *d, struct krevoke *k);
+/* Return: ms after the revocation when the kernel must be done (grace). */
+uint32_t krevoke_grace_ms(const struct krevoke *k);
+/* The outcome of every holder still pending (busy) and of those that
+ * closed their file (busy if still running, else gone). */
+void krevoke_finish(struct orthod *d, struct krevoke *k);
+size_t krevoke_count(const struct krevoke *k);
+void krevoke_rec(const struct krevoke *k, size_t i,
+		 struct proto_holder_rec *out);
+/* " kernel_holders=.. kernel_acked=.. ..." and each killed holder. */
+void krevoke_audit(const struct krevoke *k, char *buf, size_t cap);
+void krevoke_free(struct krevoke *k);
+
 /* ---- the daemon ---- */
 
 struct orthod {
@@ -326,6 +393,8 @@ struct orthod {
 	struct policy pol;
 	struct audit audit;
 	struct revoke_op *revokes;
+	struct orthod_kmod km;		/* fd -1: keys stay with orthod */
+	const char *kmod_path;
 	uint64_t start_ns;
 	int stop;
 };

@@ -538,17 +538,18 @@ static int drain_socket(struct authority *a)
 	return ret;
 }
 
-int authority_wait_notice(struct authority *a, int timeout_ms,
-			  struct authority_notice *n)
+int authority_wait_event(struct authority *a, int xfd, int timeout_ms,
+			 struct authority_notice *n)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
 	uint64_t cnt;
 	int ret;
 
 	for (;;) {
-		struct pollfd pfd[2] = {
+		struct pollfd pfd[3] = {
 			{ .fd = a->evfd, .events = POLLIN },
 			{ .fd = a->fd, .events = POLLIN },
+			{ .fd = xfd, .events = POLLPRI },
 		};
 
 		ret = pop_notice(a, n);
@@ -556,7 +557,7 @@ int authority_wait_notice(struct authority *a, int timeout_ms,
 			return ret;
 		if (__atomic_load_n(&a->dead, __ATOMIC_RELAXED))
 			return -ECONNRESET;
-		ret = poll(pfd, 2, left_ms(deadline));
+		ret = poll(pfd, xfd >= 0 ? 3 : 2, left_ms(deadline));
 		if (ret < 0 && errno == EINTR)
 			continue;
 		if (ret < 0)
@@ -576,7 +577,16 @@ int authority_wait_notice(struct authority *a, int timeout_ms,
 				return got ? got : ret;
 			}
 		}
+		/* A notice queued meanwhile is taken at the next call. */
+		if (xfd >= 0 && (pfd[2].revents & (POLLPRI | POLLERR | POLLNVAL)))
+			return AUTHORITY_EVENT_FD;
 	}
+}
+
+int authority_wait_notice(struct authority *a, int timeout_ms,
+			  struct authority_notice *n)
+{
+	return authority_wait_event(a, -1, timeout_ms, n);
 }
 
 int authority_take_pending(struct authority *a, struct authority_notice *n)

@@ -92,6 +92,19 @@ int authority_release(struct authority *a, const uint8_t id[PROTO_ID_SIZE],
 int authority_wait_notice(struct authority *a, int timeout_ms,
 			  struct authority_notice *n);
 
+/* authority_wait_event(): @xfd has POLLPRI (or an error). */
+#define AUTHORITY_EVENT_FD 2
+
+/**
+ * authority_wait_event() - authority_wait_notice(), also watching @xfd
+ * for POLLPRI (the kernel module's device: a revocation there).
+ * @xfd: a file descriptor, or -1.
+ * Return: 1 with @n filled in (notices go first), AUTHORITY_EVENT_FD,
+ * or as authority_wait_notice().
+ */
+int authority_wait_event(struct authority *a, int xfd, int timeout_ms,
+			 struct authority_notice *n);
+
 /**
  * authority_take_pending() - without waiting, read what the daemon has
  * sent and take the first queued notice.

@@ -22,6 +22,7 @@ struct ok_pool;
 struct ortho_backend;
 struct authority;
 struct authority_notice;
+struct ctx_kdev;
 
 struct ortho_ctx {
 	ortho_log_fn log_fn;
@@ -50,6 +51,8 @@ struct ortho_ctx {
 	struct authority_notice *evq;		/* ->evq_lock */
 	size_t evq_n, evq_cap;
 	int auth_lost;				/* ->evq_lock */
+	/* /dev/ortho beside the authority (lib/ctx_kdev.h); NULL: none. */
+	struct ctx_kdev *kdev;
 };
 
 /**

@@ -15,21 +15,33 @@
  * handles each notice itself. With it, the thread only queues the notice
  * and makes ctx->ev_fd readable; the application's thread handles the
  * queue in ortho_ctx_process_events(). Locking: lib/ctx.h.
+ *
+ * With the kernel module loaded, the context also holds /dev/ortho
+ * (lib/ctx_kdev.h): keys come from there first, and a revocation arrives
+ * there too, as POLLPRI on the file, possibly besides orthod's notice for
+ * the same shard. Both go through revocation_handle(), which evicts once
+ * and acknowledges on each channel. The notice thread waits on both (or on
+ * the kernel alone once orthod has gone, since the kernel still kills a
+ * holder that does not answer); in polled mode the application's event fd
+ * covers both, and every op looks at both first.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "authority.h"
 #include "ctx.h"
+#include "ctx_kdev.h"
 #include "log.h"
 #include "model.h"
 
 #define DEFAULT_SOCKET "/run/ortho/orthod.sock"
 #define EVQ_MAX 65536u
+#define KDEV_BATCH 16u		/* revoked ids read from the kernel at once */
 
 /* ---- the list of open models ---- */
 
@@ -70,20 +82,26 @@ void ctx_model_remove(struct ortho_ctx *ctx, struct ortho_model *m)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* ---- handling a notice ---- */
+/* ---- handling a revocation ---- */
 
-static void notice_handle(struct ortho_ctx *ctx,
-			  const struct authority_notice *n)
+/*
+ * Shard @id is revoked, by orthod's notice @n or (@n NULL) by the kernel:
+ * evict and wipe it in every model, then acknowledge where it was held.
+ * Repeating it is harmless: a shard revoked through both channels is
+ * evicted once and acknowledged on both.
+ */
+static void revocation_handle(struct ortho_ctx *ctx, const uint8_t *id,
+			      const struct authority_notice *n)
 {
 	unsigned int i, held = 0;
 	char hex[33];
-	int ret, status = 0;
+	int ret, kret = 0, status = 0;
 
 	/* No open may be between a key request and its model's listing. */
 	pthread_rwlock_wrlock(&ctx->open_lock);
 	pthread_mutex_lock(&ctx->lock);
 	for (i = 0; i < ctx->models; i++) {
-		ret = model_authority_revoke(ctx->model_list[i], n->id);
+		ret = model_authority_revoke(ctx->model_list[i], id);
 		if (ret < 0 && !status)
 			status = ret;
 		held += ret > 0;
@@ -91,7 +109,19 @@ static void notice_handle(struct ortho_ctx *ctx,
 	pthread_mutex_unlock(&ctx->lock);
 	pthread_rwlock_unlock(&ctx->open_lock);
 
-	proto_id_hex(n->id, hex);
+	proto_id_hex(id, hex);
+	/* Wiped everywhere: the kernel hears it first, it may kill. */
+	if (ctx->kdev)
+		kret = ctx_kdev_revoked(ctx, id, !n);
+	if (kret < 0)
+		olog_warn(ctx, "shard %s: /dev/ortho: the acknowledgement failed: %s",
+			  hex, ortho_strerror(kret));
+	else if (kret && !n)
+		olog_info(ctx, "shard %s: revocation by /dev/ortho acknowledged "
+			  "(%u model%s held it)", hex, held,
+			  held == 1 ? "" : "s");
+	if (!n)
+		return;
 	ret = authority_ack(ctx->auth, n, status);
 	if (ret)
 		olog_warn(ctx, "shard %s: revocation %llu: the acknowledgement "
@@ -103,6 +133,37 @@ static void notice_handle(struct ortho_ctx *ctx,
 			  "model%s held it)%s", hex,
 			  (unsigned long long)n->revoke_id, held,
 			  held == 1 ? "" : "s", status ? " with an error" : "");
+}
+
+static void notice_handle(struct ortho_ctx *ctx,
+			  const struct authority_notice *n)
+{
+	revocation_handle(ctx, n->id, n);
+}
+
+/*
+ * Every shard the kernel says this file holds revoked: handle each; its
+ * acknowledgement takes it off the kernel's list (and POLLPRI with it).
+ * Return: how many were handled, or -errno.
+ */
+static int kdev_events(struct ortho_ctx *ctx)
+{
+	uint8_t ids[KDEV_BATCH][KDEV_ID_SIZE];
+	uint32_t total;
+	int n, i, done = 0, rounds;
+
+	/* Bounded: an id whose ack fails would stay on the list. */
+	for (rounds = 0; rounds < 64; rounds++) {
+		n = ctx_kdev_pending(ctx, ids, KDEV_BATCH, &total);
+		if (n <= 0)
+			return n < 0 && !done ? n : done;
+		for (i = 0; i < n; i++)
+			revocation_handle(ctx, ids[i], NULL);
+		done += n;
+		if (total <= (uint32_t)n)
+			break;
+	}
+	return done;
 }
 
 static int evq_push(struct ortho_ctx *ctx, const struct authority_notice *n)
@@ -164,23 +225,52 @@ static void auth_lost(struct ortho_ctx *ctx, int err)
 		olog_dbg(ctx, "event fd: %s", ortho_strerror(-errno));
 }
 
+/* Wait for the kernel alone (orthod gone): 1, or -ECANCELED, -errno. */
+static int wait_kdev_only(struct ortho_ctx *ctx)
+{
+	int ret;
+
+	do {
+		ret = ctx_kdev_wait(ctx, -1);
+	} while (ret == -EINTR || !ret);
+	return ret < 0 ? ret : AUTHORITY_EVENT_FD;
+}
+
 static void *ev_main(void *arg)
 {
 	struct ortho_ctx *ctx = arg;
+	int polled = !!(ctx->flags & ORTHO_CTX_EVENTS_POLLED);
+	/* In polled mode the application's event fd covers the kernel. */
+	int kfd = polled ? -1 : ctx_kdev_fd(ctx);
+	struct timespec pause = { 0, 10000000 };
 	struct authority_notice n;
-	int ret;
+	int ret, lost = 0;
 
 	for (;;) {
-		ret = authority_wait_notice(ctx->auth, -1, &n);
+		if (!lost)
+			ret = authority_wait_event(ctx->auth, kfd, -1, &n);
+		else if (kfd >= 0)
+			ret = wait_kdev_only(ctx);
+		else
+			break;
 		if (ret == -ECANCELED)
 			break;
 		if (ret == -EINTR || !ret)
 			continue;
-		if (ret < 0) {
-			auth_lost(ctx, ret);
-			break;
+		if (ret == AUTHORITY_EVENT_FD) {
+			/* Nothing handled with POLLPRI up: do not spin. */
+			if (kdev_events(ctx) <= 0)
+				nanosleep(&pause, NULL);
+			continue;
 		}
-		if (!(ctx->flags & ORTHO_CTX_EVENTS_POLLED)) {
+		if (ret < 0) {
+			if (lost)
+				break;
+			auth_lost(ctx, ret);
+			lost = 1;
+			continue;
+		}
+		if (!polled) {
 			notice_handle(ctx, &n);
 			authority_notice_done(ctx->auth);
 			continue;
@@ -217,6 +307,14 @@ void ctx_authority_sync(struct ortho_ctx *ctx)
 	if (ctx->flags & ORTHO_CTX_EVENTS_POLLED)
 		while (evq_pop(ctx, &n))
 			notice_handle(ctx, &n);
+	/*
+	 * The kernel's revocations: POLLPRI stays up until the holder's
+	 * acknowledgement, which follows the eviction, so when it is down
+	 * every shard the kernel revoked is gone from here. One the thread
+	 * is handling is handled again (it waits for the same locks).
+	 */
+	if (ctx->kdev && ctx_kdev_has_pending(ctx))
+		kdev_events(ctx);
 }
 
 ORTHO_API int ortho_ctx_get_event_fd(struct ortho_ctx *ctx)
@@ -228,6 +326,9 @@ ORTHO_API int ortho_ctx_get_event_fd(struct ortho_ctx *ctx)
 	/* Without the flag the library's thread handles them: no events. */
 	if (!(ctx->flags & ORTHO_CTX_EVENTS_POLLED))
 		return -EINVAL;
+	/* With /dev/ortho: an epoll fd over the eventfd and the device. */
+	if (ctx->kdev)
+		return ctx_kdev_event_fd(ctx, ctx->ev_fd);
 	return ctx->ev_fd;
 }
 
@@ -235,7 +336,7 @@ ORTHO_API int ortho_ctx_process_events(struct ortho_ctx *ctx)
 {
 	struct authority_notice n;
 	uint64_t cnt;
-	int done = 0, lost;
+	int done = 0, lost, ret;
 
 	if (!ctx)
 		return -EINVAL;
@@ -250,10 +351,16 @@ ORTHO_API int ortho_ctx_process_events(struct ortho_ctx *ctx)
 		notice_handle(ctx, &n);
 		done++;
 	}
+	if (ctx->kdev) {
+		ret = kdev_events(ctx);
+		if (ret > 0)
+			done += ret;
+	}
 	pthread_mutex_lock(&ctx->evq_lock);
 	lost = ctx->auth_lost;
 	pthread_mutex_unlock(&ctx->evq_lock);
-	return done || !lost ? done : -ECONNRESET;
+	/* The kernel still revokes without orthod: keep polling then. */
+	return done || !lost || ctx->kdev ? done : -ECONNRESET;
 }
 
 /* ---- finding and reaching the authority ---- */
@@ -331,8 +438,12 @@ int ctx_authority_start(struct ortho_ctx *ctx, const char *addr)
 			  "on without it", ctx->auth_addr, ortho_strerror(ret));
 		return 0;
 	}
-	ret = ev_start(ctx);
+	/* Keys from the kernel first, when the module is loaded. */
+	ret = ctx_kdev_start(ctx);
+	if (!ret)
+		ret = ev_start(ctx);
 	if (ret) {
+		ctx_kdev_stop(ctx);
 		authority_close(ctx->auth);
 		ctx->auth = NULL;
 	}
@@ -344,7 +455,9 @@ void ctx_authority_stop(struct ortho_ctx *ctx)
 	struct authority_notice n;
 
 	if (ctx->ev_started) {
+		/* It waits on orthod's socket, or on /dev/ortho alone. */
 		authority_wake(ctx->auth);
+		ctx_kdev_wake(ctx);
 		pthread_join(ctx->ev_thread, NULL);
 		ctx->ev_started = 0;
 	}
@@ -353,6 +466,7 @@ void ctx_authority_stop(struct ortho_ctx *ctx)
 		authority_ack(ctx->auth, &n, 0);
 	authority_close(ctx->auth);
 	ctx->auth = NULL;
+	ctx_kdev_stop(ctx);
 	if (ctx->ev_fd >= 0)
 		close(ctx->ev_fd);
 	ctx->ev_fd = -1;

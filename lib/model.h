@@ -109,6 +109,8 @@ struct model_shard {
 	/* What the authority was told (model->auth_lock). */
 	uint64_t auth_bytes;		/* reported resident */
 	int auth_key;			/* holds the key it handed out */
+	int kdev_key;			/* its key came from /dev/ortho */
+	uint64_t kdev_bytes;		/* reported resident there */
 
 	/* Set at open (model_residency.c), read-only afterwards. */
 	struct shard_dir_entry *dir;	/* tensor_count entries */

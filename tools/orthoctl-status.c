@@ -4,8 +4,10 @@
  *
  * Text is "key:\tvalue" lines in the style of DRM fdinfo: the daemon, then
  * a block per shard, then a block per connected client with one
- * "client-resident" line per shard and device it reports.
- * JSON follows the schema "ortho-status/1".
+ * "client-resident" line per shard and device it reports; then the kernel
+ * module's view under "module:" (orthoctl-kmod.c), "module: not loaded"
+ * without it. JSON follows the schema "ortho-status/1", with "module"
+ * (null without the module).
  */
 #include <string.h>
 
@@ -159,6 +161,8 @@ static void status_json(const struct ortho_admin_daemon *d,
 	       d->truncated ? "true" : "false");
 	shards_json(st);
 	clients_json(st);
+	printf(",\"module\":");
+	octl_kmod_status(stdout, 1);
 	printf("}\n");
 }
 
@@ -188,6 +192,8 @@ int cmd_status(struct octl *o, int argc, char **argv)
 		daemon_text(&d, st);
 		shards_text(st);
 		clients_text(st);
+		putchar('\n');
+		octl_kmod_status(stdout, 0);
 	}
 	ortho_admin_status_free(st);
 	return OCTL_OK;

@@ -45,4 +45,8 @@ int cmd_revoke(struct octl *o, int argc, char **argv);
 int cmd_status(struct octl *o, int argc, char **argv);
 int cmd_audit(struct octl *o, int argc, char **argv);
 
+/* The kernel module's view for status (orthoctl-kmod.c). Return: 0 or
+ * -errno (what could not be read is said in the output). */
+int octl_kmod_status(FILE *f, int json);
+
 #endif

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # /init of the ortho.ko test initramfs (busybox sh, as root). Loads the
 # module with a short grace period, runs every case of kmod_test (the
-# "user" ones as uid 1000 after root's setup) and of kdev_test, unloads
+# "user" ones as uid 1000 after root's setup) and of kdev_test, then
+# orthod_e2e.sh (orthod, orthoctl and ortho-run on the module), unloads
 # the module, dumps the kernel log for run.sh to scan, prints
 # ORTHO-KMOD-DONE and powers off.
 /bin/busybox --install -s /bin
@@ -51,6 +52,8 @@ if insmod /lib/modules/ortho.ko grace_ms=300; then
 			echo "FAIL: test_kdev: exit $rc"
 		fi
 	fi
+	# The real orthod, orthoctl and library clients on the module.
+	/bin/orthod_e2e.sh </dev/null
 	# Revoked keys and all: unloading must be clean.
 	if rmmod ortho; then
 		echo "PASS: unload"

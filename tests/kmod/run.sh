@@ -7,7 +7,10 @@
 #     with W=1 and sparse (C=2): any warning fails the run (--lint stops
 #     here);
 #  2. builds the static test programs (kmod_test; kdev_test, which links
-#     lib/kdev.c and daemon/orthod-kmod.c) and an initramfs with busybox;
+#     lib/kdev.c and daemon/orthod-kmod.c; kget; kpolled), the project's tools
+#     ("make all": orthod, orthoctl, ortho-run, dynamically linked) and a
+#     tiny packed model for tests/kmod/orthod_e2e.sh, and an initramfs with
+#     busybox;
 #  3. boots Debian's kernel in qemu (TCG, no KVM needed), where
 #     tests/kmod/init.sh runs every case as root or uid 1000;
 #  4. reads the serial console: every case must print PASS, none FAIL, no
@@ -110,6 +113,29 @@ $cc $cflags -static -o "$work/runas" $t/runas.c || fail "building runas"
 $cc $cflags -static -Ilib -Ilib/include -Idaemon -o "$work/kdev_test" \
 	$t/kdev_test.c $t/kt_util.c lib/kdev.c lib/secmem.c \
 	daemon/orthod-kmod.c || fail "building kdev_test"
+# shellcheck disable=SC2086
+$cc $cflags -static -Ilib -Ilib/include -o "$work/kget" $t/kget.c lib/kdev.c \
+	lib/secmem.c || fail "building kget"
+# orthod, orthoctl and ortho-run as built, and what they work on: the
+# bundled model packed with one fine-tune (five shards, 1 MiB) and its key
+# file, the tokenizer and two lines of text (rounds are slow under TCG).
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$root" all \
+	>"$work/tools.log" 2>&1 || { cat "$work/tools.log"; fail "building the tools"; }
+# A polled-mode library client, linked like the tools.
+# shellcheck disable=SC2086,SC2016
+$cc $cflags -Ilib/include -o "$work/kpolled" $t/kpolled.c -Lbuild/lib \
+	-l:libortho-rt.so.0 -Wl,-rpath,'$ORIGIN/../lib' || fail "building kpolled"
+e2e="$work/e2e-data"
+rm -rf "$e2e"
+mkdir -p "$e2e" || fail "cannot create $e2e"
+d=tests/data
+build/bin/ortho-pack --public $d/stories260K/stories260K.bin \
+	--private $d/private-a/stories260K-private-a.bin --label private-a \
+	--key-file "$e2e/keys" -o "$e2e/model" >"$work/pack.log" 2>&1 ||
+	{ cat "$work/pack.log"; fail "packing the model for orthod_e2e.sh"; }
+cp $d/stories260K/tok512.bin "$e2e/tok.bin" &&
+	head -n 2 $d/private-a/forget.txt >"$e2e/text.txt" ||
+	fail "copying the tokenizer and text"
 # tests/test_kdev.c (Check, dynamically linked) runs too when Check is here.
 test_kdev=
 if pkg-config --exists check 2>/dev/null && command -v ldd >/dev/null 2>&1; then
@@ -122,11 +148,15 @@ else
 fi
 # shellcheck disable=SC2086
 "$t/mkinitramfs.sh" "$work/initramfs.cpio.gz" "$ko" "$busybox" "$t/init.sh" \
-	"$work/kmod_test" "$work/kdev_test" "$work/runas" $test_kdev ||
-	fail "building the initramfs"
+	"$work/kmod_test" "$work/kdev_test" "$work/runas" "$work/kget" \
+	"$work/kpolled" $test_kdev \
+	build/bin/orthod build/bin/orthoctl build/bin/ortho-run \
+	"$t/orthod_e2e.sh" "/data=$e2e" || fail "building the initramfs"
 "$work/kmod_test" --list | awk '{ print $2 }' >"$work/expected" || fail "kmod_test --list"
 "$work/kdev_test" --list | awk '{ print $2 }' >>"$work/expected" || fail "kdev_test --list"
 [ -n "$test_kdev" ] && echo test_kdev >>"$work/expected"
+sh "$t/orthod_e2e.sh" --list | awk '{ print $2 }' >>"$work/expected" ||
+	fail "orthod_e2e.sh --list"
 echo unload >>"$work/expected"
 
 # ---- 3. boot ----
