@@ -3,7 +3,8 @@
  * orthoctl revoke (ID | --label L) [--timeout-ms N] [--json]
  *
  * Exit 0 only when every holder acknowledged the wipe; 3 when some were
- * busy at the deadline or exited without acknowledging (each is named).
+ * busy at the deadline, exited without acknowledging, or were killed by the
+ * kernel module after its grace period (each is named).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +38,8 @@ static void holder_text(const struct ortho_admin_holder *h)
 		printf(" (its wipe failed: %s)", ortho_strerror(h->error));
 	else if (h->outcome == ORTHO_ADMIN_BUSY)
 		printf(" (no acknowledgement by the deadline)");
+	else if (h->error == -ETIMEDOUT)
+		printf(" (killed by the kernel module after its grace period)");
 	else
 		printf(" (exited without acknowledging)");
 	putchar('\n');
@@ -109,9 +112,11 @@ static void name_laggards(const struct ortho_admin_revoke *r,
 
 		ortho_admin_revoke_holder(r, i, &h);
 		if (h.outcome != ORTHO_ADMIN_COMPLETE)
-			fprintf(stderr, "  %s: pid %u uid %u comm %s shard %s\n",
-				outcome_name(h.outcome), h.pid, h.uid, h.comm,
-				h.shard);
+			fprintf(stderr, "  %s%s: pid %u uid %u comm %s shard %s\n",
+				outcome_name(h.outcome),
+				h.outcome == ORTHO_ADMIN_GONE &&
+				h.error == -ETIMEDOUT ? " (killed)" : "",
+				h.pid, h.uid, h.comm, h.shard);
 	}
 }
 

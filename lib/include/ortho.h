@@ -130,6 +130,11 @@ ORTHO_API unsigned int ortho_ctx_get_threads(const struct ortho_ctx *ctx);
  * when a revocation notice waits (with ORTHO_CTX_EVENTS_POLLED).
  * @ctx: the context.
  *
+ * The notice may come from orthod or, when orthod uses the kernel module,
+ * from /dev/ortho (POLLPRI there); the descriptor covers both (it is then
+ * an epoll descriptor over the two), so one poll() on it is enough. Only
+ * wait on it and call ortho_ctx_process_events(); do not read from it.
+ *
  * Return: the descriptor (owned by the context), -EINVAL without
  * ORTHO_CTX_EVENTS_POLLED (the library's thread handles notices), or
  * -ENOTCONN when the context has no authority.

@@ -304,7 +304,7 @@ case_revoke() {
 	grep -o "{\"pid\":$pid_S,[^}]*}" "$W/rv.json" >"$W/rv.S"
 	[ "$(grep -c '"outcome":"gone","error":-110' "$W/rv.S")" -eq 4 ] ||
 		bad "the stopped client's records: $(cat "$W/rv.S")" || return 1
-	grep -q "gone: pid $pid_S uid 1000" "$W/rv.err" ||
+	grep -q "gone (killed): pid $pid_S uid 1000" "$W/rv.err" ||
 		bad "orthoctl did not name the killed client: $(cat "$W/rv.err")" || return 1
 	wait "$pid_S"
 	rc=$?
