@@ -92,7 +92,7 @@ check "rounds with every shard before the revoke" \
 	grep -qx "ppl $private tokens [0-9]* shards $nshards" "$work/rounds"
 
 rc=0
-"$bin/orthoctl" revoke --label $label --timeout-ms 5000 >"$work/revoke" ||
+"$bin/orthoctl" revoke --label $label --timeout-ms 30000 >"$work/revoke" ||
 	rc=$?
 cat "$work/revoke"
 check "revoke exits 0" test $rc -eq 0

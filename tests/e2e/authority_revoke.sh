@@ -104,7 +104,7 @@ if len(holders) != n:
 EOF
 
 echo "== revoke"
-if ctl revoke --label private-a --timeout-ms 5000 >"$work/revoke.out" 2>&1; then
+if ctl revoke --label private-a --timeout-ms 30000 >"$work/revoke.out" 2>&1; then
 	ok "orthoctl revoke exited 0"
 else
 	bad "orthoctl revoke exited $?"; cat "$work/revoke.out"
