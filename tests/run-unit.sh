@@ -3,6 +3,11 @@
 # Runs each Check program with a timeout; exit 0 pass, 77 skip, else fail.
 # Prints one line per program and the closing "N passed, N failed" line.
 timeout_s=${ORTHO_TEST_TIMEOUT:-600}
+# Check's per-test timeouts only catch hangs: a loaded machine or the
+# sanitizer build must not turn a slow test into a failure (Check's own
+# default is 4 s).
+export CK_DEFAULT_TIMEOUT="${CK_DEFAULT_TIMEOUT:-60}"
+export CK_TIMEOUT_MULTIPLIER="${CK_TIMEOUT_MULTIPLIER:-2}"
 pass=0 fail=0 skip=0
 for t in "$@"; do
 	name=$(basename "$t")
