@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * ortho.ko: what an administrator (orthod) needs besides add and revoke:
  * replacing a key's policy when a grant changes, and the kernel's view of

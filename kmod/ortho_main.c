@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * ortho.ko: /dev/ortho, the kernel's key authority for ortho shards.
  *
@@ -235,4 +235,4 @@ module_exit(ortho_exit);
 
 MODULE_DESCRIPTION("ortho: revocable shard keys with kernel-enforced revocation");
 MODULE_AUTHOR("ortho developers");
-MODULE_LICENSE("GPL");
+MODULE_LICENSE("Dual MIT/GPL");

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
 /*
  * /dev/ortho: the ioctl interface of ortho.ko, shared by the module, the
  * library and the tests. kmod/README.md describes the semantics.

@@ -597,13 +597,13 @@ static int delete_module(const char *name)
 	return syscall(SYS_delete_module, name, O_NONBLOCK) ? -errno : 0;
 }
 
-static int load_module(void)
+static int load_module(const char *params)
 {
 	int fd = open(KT_MODULE_PATH, O_RDONLY | O_CLOEXEC), ret;
 
 	if (fd < 0)
 		return -errno;
-	ret = syscall(SYS_finit_module, fd, "grace_ms=300", 0) ? -errno : 0;
+	ret = syscall(SYS_finit_module, fd, params, 0) ? -errno : 0;
 	close(fd);
 	return ret;
 }
@@ -631,6 +631,7 @@ int kt_case_rmmod(void)
 	uint8_t id[ORTHO_IOC_ID_SIZE], key[ORTHO_IOC_KEY_SIZE];
 	struct ortho_ioc_revoke r;
 	struct stat st;
+	char val[32];
 	int fd = kt_open();
 
 	KT_CHECK(fd >= 0, "open: %s", kt_strerr(fd));
@@ -646,7 +647,11 @@ int kt_case_rmmod(void)
 		 "%s still there after unloading", ORTHO_IOC_DEVICE);
 	KT_CHECK(stat("/sys/module/ortho", &st) && errno == ENOENT,
 		 "/sys/module/ortho still there");
-	KT_OK(load_module());
+	/* Loaded without parameters, the grace period is the 2 s default. */
+	KT_OK(load_module(""));
+	KT_OK(kt_read_file(KT_GRACE_PARAM, val, sizeof(val)));
+	KT_CHECK(atoi(val) == 2000, "default grace_ms reads '%s'", val);
+	KT_OK(set_grace(KT_GRACE_MS));
 	fd = kt_open();
 	KT_CHECK(fd >= 0, "open after reload: %s", kt_strerr(fd));
 	/* A fresh module knows no key. */
