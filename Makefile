@@ -13,8 +13,12 @@
 # failed build: Check (tests), liburing, OpenBLAS (benchmark yardstick),
 # CUDA (/usr/local/cuda), kernel headers (kmod).
 
+# "make" alone builds everything (kernels/cuda.mk, included below, adds
+# rules of its own before "all" is read).
+.DEFAULT_GOAL := all
+
 VERSION_MAJOR := 0
-VERSION_MINOR := 1
+VERSION_MINOR := 2
 VERSION_PATCH := 0
 VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
 
@@ -75,7 +79,7 @@ LIB_SRCS := $(sort $(wildcard lib/*.c) $(wildcard kernels/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 
 # The CUDA backend and its embedded fatbin add to LIB_OBJS when HAVE_CUDA.
--include cuda.mk
+-include kernels/cuda.mk
 
 LIBNAME := libortho-rt
 SONAME := $(LIBNAME).so.$(VERSION_MAJOR)

@@ -2,7 +2,7 @@
 /*
  * The CUDA kernels of the fused linear op, y = deq(Base) x + sum of Ortho x
  * (kernels.h has the contract, ok_fused_rows() is the CPU twin they are
- * tested against). Built to an embedded fatbin (cuda.mk) and loaded with
+ * tested against). Built to an embedded fatbin (kernels/cuda.mk) and loaded with
  * the driver API, so every kernel is extern "C" and takes one struct
  * okc_args by value (gemv_int8_abi.h); __grid_constant__ lets the Ortho
  * table be indexed at run time without a copy to local memory.

@@ -2,7 +2,7 @@
 /*
  * The CUDA backend: Base tensors in cuMemAlloc memory, uploaded once; Ortho
  * tensors in the wiping pool (cuda_pool.c); the fused op from the kernels
- * of kernels/gemv_int8.cu, embedded as a fatbin (cuda.mk) and loaded with
+ * of kernels/gemv_int8.cu, embedded as a fatbin (kernels/cuda.mk) and loaded with
  * cuModuleLoadData. Each library context gets its own CUDA context and
  * stream, so two contexts never share device state.
  *
@@ -26,7 +26,7 @@
 #include "ctx.h"
 #include "log.h"
 
-/* The fatbin of kernels/gemv_int8.cu, placed by cuda.mk's generated .S. */
+/* The fatbin of kernels/gemv_int8.cu, placed by kernels/cuda.mk's generated .S. */
 extern const unsigned char okc_fatbin_gemv_int8[]
 	__attribute__((visibility("hidden")));
 

@@ -2,7 +2,7 @@
 /*
  * GEMV/GEMM on the CUDA backend against the device's own copy rate and the
  * CPU twin, on the shapes of a 7B-class model, Ortho at 1% density.
- * Built with the tests when the CUDA toolkit is there (cuda.mk); exit 77
+ * Built with the tests when the CUDA toolkit is there (kernels/cuda.mk); exit 77
  * without a device. tests/gpu/run.sh uses --probe, tests/e2e/cuda_build.sh
  * --quick. It times one matrix over and over, so a matrix that fits in the
  * L2 is timed from there; for figures against memory, ortho-bench gemv
