@@ -98,9 +98,12 @@ int ckpt_find(const struct ckpt *c, const char *name)
 	return -ENOENT;
 }
 
-static void convert(const struct ckpt_tensor *t, float *dst, uint64_t n)
+/* Elements [@from, @from + @n) of @t's stored data as FP32 into @dst. */
+static void convert(const struct ckpt_tensor *t, float *dst, uint64_t from,
+		    uint64_t n)
 {
-	const uint8_t *p = t->src;
+	size_t es = t->dtype == CKPT_F32 ? 4 : 2;
+	const uint8_t *p = (const uint8_t *)t->src + from * es;
 	uint64_t i;
 
 	for (i = 0; i < n; i++) {
@@ -124,11 +127,28 @@ static void convert(const struct ckpt_tensor *t, float *dst, uint64_t n)
 	}
 }
 
+int ckpt_hf_unpermute(const float *src, float *dst, uint32_t rows,
+		      uint32_t cols, uint32_t heads)
+{
+	uint32_t r, hs;
+
+	if (!heads || rows % heads || (rows / heads) % 2)
+		return -EINVAL;
+	hs = rows / heads;
+	for (r = 0; r < rows; r++)
+		memcpy(dst + (size_t)r * cols,
+		       src + (size_t)ckpt_hf_row(r, hs) * cols,
+		       (size_t)cols * sizeof(float));
+	return 0;
+}
+
 int ckpt_tensor_f32(struct ckpt_tensor *t, const float **out)
 {
 	uint64_t n = ckpt_numel(t);
+	uint32_t r, hs;
 
-	if (t->dtype == CKPT_F32 && !((uintptr_t)t->src & 3)) {
+	if (t->dtype == CKPT_F32 && !t->hf_rope_heads &&
+	    !((uintptr_t)t->src & 3)) {
 		*out = t->src;
 		return 0;
 	}
@@ -136,7 +156,16 @@ int ckpt_tensor_f32(struct ckpt_tensor *t, const float **out)
 		t->buf = malloc(n * sizeof(float));
 		if (!t->buf)
 			return -ENOMEM;
-		convert(t, t->buf, n);
+		if (!t->hf_rope_heads) {
+			convert(t, t->buf, 0, n);
+		} else {
+			/* the reader checked: rows = heads * even size */
+			hs = t->rows / t->hf_rope_heads;
+			for (r = 0; r < t->rows; r++)
+				convert(t, t->buf + (uint64_t)r * t->cols,
+					(uint64_t)ckpt_hf_row(r, hs) * t->cols,
+					t->cols);
+		}
 	}
 	*out = t->buf;
 	return 0;

@@ -44,6 +44,12 @@ struct ckpt_tensor {
 	uint32_t dtype;		/* enum ckpt_dtype of the stored data */
 	const void *src;	/* rows * cols elements in the map */
 	float *buf;		/* FP32 copy when src cannot be used as is */
+	/*
+	 * Hugging Face q_proj / k_proj: the stored rows are in rotate-half
+	 * order per head; ckpt_tensor_f32() returns them in llama2.c order
+	 * (interleaved RoPE pairs). The number of heads, 0 for none.
+	 */
+	uint32_t hf_rope_heads;
 };
 
 struct ckpt {
@@ -97,6 +103,31 @@ int ckpt_tensor_f32(struct ckpt_tensor *t, const float **out);
 
 /* Free a converted copy (the next ckpt_tensor_f32() converts again). */
 void ckpt_tensor_release(struct ckpt_tensor *t);
+
+/**
+ * ckpt_hf_row() - the stored row of a Hugging Face q_proj or k_proj that
+ * holds row @r in llama2.c order. Hugging Face's conversion script stores
+ * w.view(heads, hs / 2, 2, cols).transpose(1, 2), so within each head of
+ * @hs rows llama2.c row 2i + p is stored at row p * hs / 2 + i.
+ * @r: row in llama2.c order. @hs: head size (rows / heads), even.
+ */
+static inline uint32_t ckpt_hf_row(uint32_t r, uint32_t hs)
+{
+	uint32_t j = r % hs;
+
+	return r - j + (j % 2) * (hs / 2) + j / 2;
+}
+
+/**
+ * ckpt_hf_unpermute() - undo Hugging Face's q/k RoPE row permutation of a
+ * @rows x @cols FP32 matrix with @heads heads: dst row r = src row
+ * ckpt_hf_row(r, rows / heads).
+ *
+ * Return: 0, or -EINVAL when @rows does not split into @heads heads of an
+ * even size.
+ */
+int ckpt_hf_unpermute(const float *src, float *dst, uint32_t rows,
+		      uint32_t cols, uint32_t heads);
 
 /* Return: number of elements of @t. */
 static inline uint64_t ckpt_numel(const struct ckpt_tensor *t)

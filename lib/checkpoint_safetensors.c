@@ -13,11 +13,14 @@
  * Hugging Face names map onto the canonical ones (checkpoint.h). The
  * architecture comes from the shapes, the head counts from config.json.
  *
- * Note on RoPE: Hugging Face's conversion script permutes the rows of q_proj
- * and k_proj (rotate-half RoPE) relative to llama2.c's interleaved pairs.
- * ortho-pack stores the weights exactly as given; ortho-run computes RoPE on
- * interleaved pairs, so a checkpoint meant for it must be in llama2.c order
- * (un-permute q and k before packing when converting from Hugging Face).
+ * RoPE: Hugging Face's conversion script (convert_llama_weights_to_hf)
+ * permutes the rows of q_proj and k_proj per head for its rotate-half RoPE:
+ * w.view(heads, hs / 2, 2, cols).transpose(1, 2), with num_attention_heads
+ * for q and num_key_value_heads for k. ortho (Base, Ortho, ortho-run) uses
+ * llama2.c's interleaved pairs, so the reader undoes it: q and k are read
+ * back through ckpt_hf_row() (checkpoint.h), and a head count from
+ * config.json that does not split their rows into heads of an even size is
+ * refused, naming the tensor.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -358,8 +361,53 @@ tail:
 	return ret;
 }
 
+/*
+ * Every q_proj and k_proj must split into its heads (num_attention_heads,
+ * num_key_value_heads) of an even size, or their RoPE permutation cannot
+ * be undone.
+ */
+static int check_rope_heads(struct ortho_ctx *ctx, const char *path,
+			    const char *cpath, const struct st_header *h,
+			    const struct hf_config *hc)
+{
+	char name[ORB_NAME_MAX];
+	uint32_t layer;
+	unsigned int i;
+
+	for (i = 0; i < h->n; i++) {
+		const struct st_entry *e = &h->e[i];
+		const char *dot;
+		uint64_t heads;
+		int q;
+
+		if (map_name(e->name, name, sizeof(name), &layer) != 0 ||
+		    layer == UINT32_MAX)
+			continue;
+		dot = strrchr(name, '.');
+		q = !strcmp(dot, ".wq");
+		if (!q && strcmp(dot, ".wk"))
+			continue;
+		heads = q ? hc->n_heads : hc->n_kv_heads;
+		if (e->ndim == 2 && e->shape[0] % heads == 0 &&
+		    (e->shape[0] / heads) % 2 == 0)
+			continue;
+		if (e->ndim != 2) {
+			olog_err(ctx, "%s: tensor %s is not a matrix", path,
+				 e->name);
+			return -EINVAL;
+		}
+		olog_err(ctx, "%s: tensor %s: %llu rows do not split into %s %llu (%s) heads of an even size, so its Hugging Face RoPE row permutation cannot be undone",
+			 path, e->name, (unsigned long long)e->shape[0],
+			 q ? "num_attention_heads" : "num_key_value_heads",
+			 (unsigned long long)heads, cpath);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 /* config.json beside @path: the head counts the shapes cannot tell. */
 static int load_config(struct ortho_ctx *ctx, const char *path,
+		       const struct st_header *h,
 		       struct ortho_model_config *cfg)
 {
 	struct hf_config hc = { 0 };
@@ -401,6 +449,9 @@ static int load_config(struct ortho_ctx *ctx, const char *path,
 		ret = -EBADMSG;
 		goto out;
 	}
+	ret = check_rope_heads(ctx, path, cpath, h, &hc);
+	if (ret)
+		goto out;
 	cfg->n_heads = (uint32_t)hc.n_heads;
 	cfg->n_kv_heads = (uint32_t)hc.n_kv_heads;
 	cfg->seq_len = (uint32_t)hc.seq_len;
@@ -504,8 +555,27 @@ static int derive_config(struct ortho_ctx *ctx, const char *path,
 	cfg->hidden_dim = (uint32_t)w1->shape[0];
 	cfg->n_layers = n_layers;
 	cfg->shared_classifier = !find_entry(h, "output");
-	ret = load_config(ctx, path, cfg);
+	ret = load_config(ctx, path, h, cfg);
 	return ret ?: ckpt_check_config(ctx, path, cfg);
+}
+
+/*
+ * The heads of a Hugging Face q_proj or k_proj, whose rows are read back
+ * in llama2.c order; 0 for any other tensor. load_config() checked that
+ * they split the rows into heads of an even size.
+ */
+static uint32_t rope_heads(const struct ortho_model_config *cfg,
+			   const struct ckpt_tensor *t)
+{
+	const char *dot = strrchr(t->name, '.');
+
+	if (t->layer == UINT32_MAX || !dot)
+		return 0;
+	if (!strcmp(dot, ".wq"))
+		return cfg->n_heads;
+	if (!strcmp(dot, ".wk"))
+		return cfg->n_kv_heads;
+	return 0;
 }
 
 /* Point each canonical tensor at its entry; every shape must match. */
@@ -544,6 +614,7 @@ static int bind_tensors(struct ortho_ctx *ctx, struct ckpt *c,
 		}
 		t->dtype = e->dtype;
 		t->src = data + e->begin;
+		t->hf_rope_heads = rope_heads(&c->cfg, t);
 	}
 	for (i = 0; i < c->n; i++) {
 		if (!c->t[i].src) {

@@ -92,8 +92,11 @@ static int select_passes(struct pack_job *j, struct sel_plan *p)
 static uint64_t decide(struct pack_job *j, struct sel_plan *p, unsigned int i,
 		       const float *pub, const float *priv, uint8_t *mask)
 {
-	uint64_t k, n = ckpt_numel(&j->pub.t[i]), nnz = 0;
+	const struct ckpt_tensor *t = &j->pub.t[i];
+	uint64_t k, n = ckpt_numel(t), nnz = 0;
 
+	sel_check_tensor(&j->rows[i].sel, t->name, t->cols);
+	sel_check_tensor(&j->total_sel, t->name, t->cols);
 	for (k = 0; k < n; k++) {
 		float d = priv[k] - pub[k];
 		int take = sel_take(p, d);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,8 @@
 #define SEL_BUCKETS 65536u
 /* Relative rounding allowed between two compensated sums of one energy. */
 #define SEL_SLACK 1e-12
+/* "<tensor name> row N col N" */
+#define SEL_AT_MAX 128
 
 int sel_init(struct sel_plan *p, double keep)
 {
@@ -174,36 +177,75 @@ static float key_value(uint32_t key)
 	return v;
 }
 
+/* "layers.0.wq row 3 col 5" into @buf. */
+static const char *at_str(char *buf, size_t len, const struct sel_at *a)
+{
+	if (!a->tensor)
+		snprintf(buf, len, "an unnamed tensor, entry %llu",
+			 (unsigned long long)a->index);
+	else if (!a->cols)
+		snprintf(buf, len, "%s entry %llu", a->tensor,
+			 (unsigned long long)a->index);
+	else
+		snprintf(buf, len, "%s row %llu col %llu", a->tensor,
+			 (unsigned long long)(a->index / a->cols),
+			 (unsigned long long)(a->index % a->cols));
+	return buf;
+}
+
+/* The tensor with the most energy left out, current one included. */
+static const char *worst_tensor(const struct sel_check *c, double *missing)
+{
+	double m = sel_sum_get(&c->missing);
+
+	if (m > c->worst_missing) {
+		*missing = m;
+		return c->cur.tensor ? c->cur.tensor : "an unnamed tensor";
+	}
+	*missing = c->worst_missing;
+	return c->worst_tensor ? c->worst_tensor : "an unnamed tensor";
+}
+
 int sel_check_done(struct ortho_ctx *ctx, const struct sel_check *c,
 		   double keep)
 {
 	double total = sel_sum_get(&c->total), kept = sel_sum_get(&c->kept);
+	char a[SEL_AT_MAX], b[SEL_AT_MAX];
+	const char *worst;
+	double missing;
 
 	if (c->taken && c->min_taken == 0) {
-		olog_err(ctx, "Ortho selection check failed: an entry with no delta was kept");
+		olog_err(ctx, "Ortho selection check failed: %s: an entry with no delta was kept",
+			 at_str(a, sizeof(a), &c->min_taken_at));
 		return -EDOM;
 	}
 	if (c->taken && c->max_left > c->min_taken) {
-		olog_err(ctx, "Ortho selection check failed: ranking: |d| = %.9g left out while |d| = %.9g kept",
-			 key_value(c->max_left), key_value(c->min_taken));
+		olog_err(ctx, "Ortho selection check failed: %s: ranking: |d| = %.9g left out while |d| = %.9g kept at %s",
+			 at_str(a, sizeof(a), &c->max_left_at),
+			 key_value(c->max_left), key_value(c->min_taken),
+			 at_str(b, sizeof(b), &c->min_taken_at));
 		return -EDOM;
 	}
 	if (keep >= 1.0 && c->taken != c->nonzero) {
-		olog_err(ctx, "Ortho selection check failed: keep 1 kept %llu of %llu nonzero deltas",
+		olog_err(ctx, "Ortho selection check failed: %s: keep 1 kept %llu of %llu nonzero deltas (|d| = %.9g left out)",
+			 at_str(a, sizeof(a), &c->max_left_at),
 			 (unsigned long long)c->taken,
-			 (unsigned long long)c->nonzero);
+			 (unsigned long long)c->nonzero,
+			 key_value(c->max_left));
 		return -EDOM;
 	}
 	if (total > 0.0 && !(kept >= keep * total * (1.0 - SEL_SLACK))) {
-		olog_err(ctx, "Ortho selection check failed: energy kept %.12f < %.12f",
-			 kept / total, keep);
+		worst = worst_tensor(c, &missing);
+		olog_err(ctx, "Ortho selection check failed: model-wide: energy kept %.12f < %.12f; most energy left out of %s (%.12f of the delta's)",
+			 kept / total, keep, worst, missing / total);
 		return -EDOM;
 	}
 	if (keep < 1.0 && c->taken &&
 	    kept - key_energy(c->min_taken) >=
 		    keep * total * (1.0 + SEL_SLACK)) {
-		olog_err(ctx, "Ortho selection check failed: not the smallest set (%llu entries hold more than %.12f without the smallest)",
-			 (unsigned long long)c->taken, keep);
+		olog_err(ctx, "Ortho selection check failed: model-wide: not the smallest set (%llu entries hold more than %.12f without the smallest, at %s)",
+			 (unsigned long long)c->taken, keep,
+			 at_str(a, sizeof(a), &c->min_taken_at));
 		return -EDOM;
 	}
 	return 0;

@@ -114,18 +114,54 @@ static inline int sel_take(struct sel_plan *p, float d)
 	return 0;
 }
 
-/* The independent check of a selection, fed every entry's decision. */
+/* Where an entry is, for the check's messages. */
+struct sel_at {
+	const char *tensor;	/* NULL: no tensor named */
+	uint64_t index;		/* row-major in the tensor */
+	uint32_t cols;
+};
+
+/*
+ * The independent check of a selection, fed every entry's decision in
+ * model order; sel_check_tensor() names the tensor the next entries
+ * belong to, so that a failed check can name where it failed.
+ */
 struct sel_check {
 	struct sel_sum total, kept;
 	uint64_t nonzero, taken;
 	uint32_t min_taken;	/* smallest key kept */
 	uint32_t max_left;	/* largest key left out */
+	struct sel_at min_taken_at, max_left_at;
+
+	struct sel_at cur;	/* the next entry */
+	struct sel_sum missing;	/* energy left out of the current tensor */
+	double worst_missing;	/* most left out of one earlier tensor */
+	const char *worst_tensor;
 };
 
 static inline void sel_check_init(struct sel_check *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->min_taken = UINT32_MAX;
+}
+
+/*
+ * The next entries fed belong to tensor @name (@cols columns), from its
+ * first entry on. @name must stay valid until sel_check_done().
+ */
+static inline void sel_check_tensor(struct sel_check *c, const char *name,
+				    uint32_t cols)
+{
+	double m = sel_sum_get(&c->missing);
+
+	if (m > c->worst_missing) {
+		c->worst_missing = m;
+		c->worst_tensor = c->cur.tensor;
+	}
+	memset(&c->missing, 0, sizeof(c->missing));
+	c->cur.tensor = name;
+	c->cur.index = 0;
+	c->cur.cols = cols;
 }
 
 static inline void sel_check_add(struct sel_check *c, float d, int taken)
@@ -140,11 +176,18 @@ static inline void sel_check_add(struct sel_check *c, float d, int taken)
 	if (taken) {
 		c->taken++;
 		sel_sum_add(&c->kept, e);
-		if (k < c->min_taken)
+		if (k < c->min_taken) {
 			c->min_taken = k;
-	} else if (k > c->max_left) {
-		c->max_left = k;
+			c->min_taken_at = c->cur;
+		}
+	} else if (k) {
+		sel_sum_add(&c->missing, e);
+		if (k > c->max_left) {
+			c->max_left = k;
+			c->max_left_at = c->cur;
+		}
 	}
+	c->cur.index++;
 }
 
 /* Return: the share of the energy kept (1 when there is no delta). */
@@ -153,8 +196,11 @@ double sel_check_share(const struct sel_check *c);
 /**
  * sel_check_done() - the hard selection check: energy kept >= @keep
  * (up to summation rounding), nothing left out that ranks above something
- * kept, every nonzero delta kept when @keep is 1, and no zero delta kept.
- * @ctx: for the message naming the check.
+ * kept, every nonzero delta kept when @keep is 1, no zero delta kept, and
+ * no smaller set would do.
+ * @ctx: for the message naming the check and the tensor, row and column of
+ * the offending entry; the energy checks are model-wide and name the
+ * tensor with the most energy left out, or the smallest entry kept.
  *
  * Return: 0, or -EDOM.
  */

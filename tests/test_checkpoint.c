@@ -281,11 +281,12 @@ END_TEST
 
 /* ---- safetensors ---- */
 
-#define SD 8	/* dim */
+#define SD 12	/* dim: 2 heads of 6 (not 4: its RoPE permutation is its own inverse) */
 #define SH 16	/* hidden */
 #define SV 12	/* vocab */
 #define SL 2	/* layers */
-#define SKV 4	/* kv_dim: 2 heads, 1 kv head */
+#define SKV 6	/* kv_dim: 1 kv head */
+#define SHS 6	/* head size */
 
 struct st_t {
 	char hf[80];
@@ -293,6 +294,7 @@ struct st_t {
 	const char *dtype;
 	int ndim;
 	uint64_t shape[2];
+	int hf_rope;	/* q_proj or k_proj: rows stored in HF's RoPE order */
 };
 
 struct st_model {
@@ -335,6 +337,7 @@ static void st_build(struct st_model *m, int lm_head)
 			snprintf(canon, sizeof(canon), "layers.%d.%s", l,
 				 slot_name[s]);
 			st_add(m, hf, canon, rows[s], cols[s]);
+			m->t[m->n - 1].hf_rope = s == 1 || s == 2;
 		}
 	}
 	st_add(m, "model.norm.weight", "norm", 0, SD);
@@ -359,6 +362,29 @@ static void put_elem(uint8_t *p, const char *dtype, float v)
 	}
 	h = !strcmp(dtype, "F16") ? f32_to_fp16(v) : (uint16_t)(bits >> 16);
 	memcpy(p, &h, 2);
+}
+
+/*
+ * Hugging Face's conversion script (convert_llama_weights_to_hf.py):
+ * w.view(heads, hs / 2, 2, cols).transpose(1, 2).reshape(rows, cols), so
+ * stored row h * hs + p * hs / 2 + i holds llama2.c row h * hs + 2 * i + p.
+ * Return: the llama2.c row that stored row @r holds.
+ */
+static uint64_t hf_forward_src(uint64_t r, uint64_t hs)
+{
+	uint64_t j = r % hs, p = j / (hs / 2), i = j % (hs / 2);
+
+	return r - j + 2 * i + p;
+}
+
+/* Element @k of stored tensor @t: val() of the llama2.c element it holds. */
+static float st_val(const struct st_t *t, uint64_t k)
+{
+	uint64_t c = t->ndim == 2 ? t->shape[1] : 1;
+
+	if (!t->hf_rope)
+		return val(t->canon, k);
+	return val(t->canon, hf_forward_src(k / c, SHS) * c + k % c);
 }
 
 /*
@@ -407,7 +433,7 @@ static void st_write(const struct st_model *m, const char *path,
 
 		for (k = 0; k < n; k++, off += esize(t->dtype))
 			put_elem((uint8_t *)buf + off, t->dtype,
-				 val(t->canon, k));
+				 st_val(t, k));
 	}
 	ck_assert_int_eq(tu_write_file(path, buf, total), 0);
 	free(buf);
@@ -613,9 +639,12 @@ END_TEST
 
 START_TEST(st_config_garbage)
 {
-	const char *path = in_dir("c.safetensors");
 	struct st_model m;
 	struct ckpt c;
+	char path[4096];
+
+	/* in_dir()'s buffers rotate: keep a copy */
+	snprintf(path, sizeof(path), "%s", in_dir("c.safetensors"));
 
 	st_build(&m, 1);
 	st_write(&m, path, NULL, 8);
@@ -623,9 +652,23 @@ START_TEST(st_config_garbage)
 	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
 	write_config("{\"num_attention_heads\": 2.0, \"max_position_embeddings\": 32}");
 	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
-	write_config("{\"num_attention_heads\": 3, \"max_position_embeddings\": 32}");
+	/* Head counts that do not split q or k: the tensor is named. */
+	write_config("{\"num_attention_heads\": 5, \"max_position_embeddings\": 32}");
+	tu_log_clear(&lg);
 	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
-	ck_assert(tu_log_has(&lg, "not a multiple of n_heads"));
+	ck_assert_msg(tu_log_has(&lg, "tensor model.layers.0.self_attn.q_proj.weight: 12 rows do not split into num_attention_heads 5"),
+		      "%s", lg.buf);
+	write_config("{\"num_attention_heads\": 4, \"max_position_embeddings\": 32}");
+	tu_log_clear(&lg);
+	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
+	ck_assert_msg(tu_log_has(&lg, "q_proj.weight: 12 rows do not split into num_attention_heads 4 (") &&
+		      tu_log_has(&lg, "config.json) heads of an even size"),
+		      "%s", lg.buf);
+	write_config("{\"num_attention_heads\": 2, \"num_key_value_heads\": 4, \"max_position_embeddings\": 32}");
+	tu_log_clear(&lg);
+	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
+	ck_assert_msg(tu_log_has(&lg, "tensor model.layers.0.self_attn.k_proj.weight: 6 rows do not split into num_key_value_heads 4"),
+		      "%s", lg.buf);
 	write_config("{\"num_attention_heads\": 2, \"max_position_embeddings\": 32} x");
 	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
 	write_config("{\"num_attention_heads\": 2, \"max_position_embeddings\": 32, \"n\": nul}");
@@ -633,8 +676,49 @@ START_TEST(st_config_garbage)
 	write_config("{\"num_attention_heads\": 2, \"max_position_embeddings\": 32, \"f\": -}");
 	ck_assert_int_eq(ckpt_open(ctx, path, &c), -EBADMSG);
 	write_config("{\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"max_position_embeddings\": 32, \"o\": {}}");
-	ck_assert_int_eq(ckpt_open(ctx, path, &c), 0);
+	tu_log_clear(&lg);
+	ck_assert_msg(ckpt_open(ctx, path, &c) == 0, "%s", lg.buf);
 	ckpt_close(&c);
+}
+END_TEST
+
+/*
+ * Undoing Hugging Face's q/k permutation on small matrices with known
+ * values: 2 heads of 6 rows, 2 columns, value = 10 * stored row + column.
+ */
+START_TEST(hf_unpermute_known)
+{
+	/* llama2.c row 2i + p of a head is stored at p * 3 + i. */
+	static const uint32_t from[12] = { 0, 3, 1, 4, 2, 5,
+					   6, 9, 7, 10, 8, 11 };
+	float src[12 * 2], dst[12 * 2], back[24 * 3], fwd[24 * 3];
+	uint32_t r, c;
+
+	for (r = 0; r < 12; r++)
+		for (c = 0; c < 2; c++)
+			src[r * 2 + c] = (float)(10 * r + c);
+	ck_assert_int_eq(ckpt_hf_unpermute(src, dst, 12, 2, 2), 0);
+	for (r = 0; r < 12; r++) {
+		ck_assert_uint_eq(ckpt_hf_row(r, 6), from[r]);
+		for (c = 0; c < 2; c++)
+			ck_assert_float_eq(dst[r * 2 + c],
+					   (float)(10 * from[r] + c));
+	}
+	/* One head: the same order. */
+	ck_assert_int_eq(ckpt_hf_unpermute(src, dst, 6, 2, 1), 0);
+	for (r = 0; r < 6; r++)
+		ck_assert_float_eq(dst[r * 2], (float)(10 * from[r]));
+	/* The inverse of the script's forward permutation, 3 heads of 8. */
+	for (r = 0; r < 24; r++)
+		for (c = 0; c < 3; c++)
+			fwd[r * 3 + c] = (float)(hf_forward_src(r, 8) * 3 + c);
+	ck_assert_int_eq(ckpt_hf_unpermute(fwd, back, 24, 3, 3), 0);
+	for (r = 0; r < 24 * 3; r++)
+		ck_assert_float_eq(back[r], (float)r);
+	/* Heads that do not split the rows, or of an odd size. */
+	ck_assert_int_eq(ckpt_hf_unpermute(src, dst, 12, 2, 5), -EINVAL);
+	ck_assert_int_eq(ckpt_hf_unpermute(src, dst, 12, 2, 4), -EINVAL);
+	ck_assert_int_eq(ckpt_hf_unpermute(src, dst, 12, 2, 0), -EINVAL);
 }
 END_TEST
 
@@ -662,6 +746,7 @@ int main(void)
 	tcase_add_test(ts, st_bad_lengths_and_offsets);
 	tcase_add_loop_test(ts, st_unsupported, 0, 7);
 	tcase_add_test(ts, st_config_garbage);
+	tcase_add_test(ts, hf_unpermute_known);
 	suite_add_tcase(s, ts);
 
 	sr = srunner_create(s);

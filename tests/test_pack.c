@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -289,6 +290,26 @@ static uint64_t brute_k(const float *pub, const float *priv, uint64_t n,
 	return k;
 }
 
+/* The names the selection check is given, a tensor per @n entries. */
+static const char *const sel_names[4] = {
+	"layers.0.w1", "layers.0.w2", "layers.1.w1", "layers.1.w2",
+};
+
+/* Feed @nt tensors of @n entries (@cols wide) and @taken to @chk. */
+static void feed_check(struct sel_check *chk, const float *pub,
+		       const float *priv, unsigned int nt, uint64_t n,
+		       uint32_t cols, const uint8_t *taken)
+{
+	uint64_t i;
+
+	sel_check_init(chk);
+	for (i = 0; i < nt * n; i++) {
+		if (i % n == 0)
+			sel_check_tensor(chk, sel_names[i / n], cols);
+		sel_check_add(chk, priv[i] - pub[i], taken[i]);
+	}
+}
+
 /* Run the selection over @nt tensors of @n entries; fill @taken. */
 static void run_select(const float *pub, const float *priv, unsigned int nt,
 		       uint64_t n, double keep, uint8_t *taken,
@@ -305,14 +326,10 @@ static void run_select(const float *pub, const float *priv, unsigned int nt,
 						  n), 0);
 		sel_end_pass(&p);
 	}
-	sel_check_init(chk);
-	for (i = 0; i < nt * n; i++) {
-		float d = priv[i] - pub[i];
-
-		taken[i] = (uint8_t)sel_take(&p, d);
-		sel_check_add(chk, d, taken[i]);
-	}
+	for (i = 0; i < nt * n; i++)
+		taken[i] = (uint8_t)sel_take(&p, priv[i] - pub[i]);
 	sel_free(&p);
+	feed_check(chk, pub, priv, nt, n, C, taken);
 }
 
 static void delta_layers(float *pub, float *priv, unsigned int nt,
@@ -414,21 +431,39 @@ START_TEST(select_no_delta_and_overflow)
 }
 END_TEST
 
-/* A wrong selection is fed to the check; the named check must fire. */
+/* "layers.0.w2 row 3 col 5": entry @i of the halves select_check_fires feeds. */
+static const char *half_at(char *buf, size_t len, uint64_t i)
+{
+	uint64_t k = i % (N / 2);
+
+	snprintf(buf, len, "%s row %llu col %llu", sel_names[i / (N / 2)],
+		 (unsigned long long)(k / C), (unsigned long long)(k % C));
+	return buf;
+}
+
+/*
+ * A wrong selection is fed to the check, as two tensors (the halves of one
+ * layer): the named check must fire and name where it failed: the tensor,
+ * row and column of the offending entry, or for the model-wide energy
+ * checks, "model-wide" and the tensor with the most energy left out.
+ */
 START_TEST(select_check_fires)
 {
 	static const char *const msg[] = {
-		"energy kept", "ranking", "not the smallest set",
-		"keep 1 kept", "no delta was kept",
+		"model-wide: energy kept", ": ranking: |d| = ",
+		"model-wide: not the smallest set", ": keep 1 kept",
+		": an entry with no delta was kept",
 	};
 	static const double keep[] = { 0.5, 0.5, 0.5, 1.0, 1.0 };
 	float pub[N], priv[N];
 	uint8_t taken[N];
 	struct sel_check chk;
-	uint64_t i, lo = 0, hi = 0;
+	uint64_t i, lo = 0, hi = 0, first_min = N, first_max = N;
+	double missing[2] = { 0, 0 };
+	char want[2][256], at[128];
 
 	delta_layers(pub, priv, 1, 3);
-	run_select(pub, priv, 1, N, keep[_i], taken, &chk);
+	run_select(pub, priv, 2, N / 2, keep[_i], taken, &chk);
 	ck_assert_int_eq(sel_check_done(ctx, &chk, keep[_i]), 0);
 	/* The smallest kept entry and the largest left out. */
 	for (i = 0; i < N; i++) {
@@ -462,14 +497,57 @@ START_TEST(select_check_fires)
 		ck_assert(priv[0] == pub[0]);
 		break;
 	}
-	sel_check_init(&chk);
-	for (i = 0; i < N; i++)
-		sel_check_add(&chk, priv[i] - pub[i], taken[i]);
+	/* Where the check must say it failed, found here on its own. */
+	for (i = 0; i < N; i++) {
+		float d = fabsf(priv[i] - pub[i]);
+
+		if (taken[i] && (first_min == N ||
+				 d < fabsf(priv[first_min] - pub[first_min])))
+			first_min = i;
+		if (!taken[i] && d > 0 &&
+		    (first_max == N ||
+		     d > fabsf(priv[first_max] - pub[first_max])))
+			first_max = i;
+		if (!taken[i])
+			missing[i / (N / 2)] += (double)d * d;
+	}
+	switch (_i) {
+	case 0:
+		snprintf(want[0], sizeof(want[0]), "most energy left out of %s (",
+			 sel_names[missing[1] > missing[0]]);
+		snprintf(want[1], sizeof(want[1]), "energy kept");
+		break;
+	case 1:
+		snprintf(want[0], sizeof(want[0]), "%s: ranking",
+			 half_at(at, sizeof(at), first_max));
+		snprintf(want[1], sizeof(want[1]), "kept at %s",
+			 half_at(at, sizeof(at), first_min));
+		ck_assert_uint_eq(first_max, lo);
+		break;
+	case 2:
+		snprintf(want[0], sizeof(want[0]), "without the smallest, at %s)",
+			 half_at(at, sizeof(at), first_min));
+		snprintf(want[1], sizeof(want[1]), "not the smallest");
+		break;
+	case 3:
+		snprintf(want[0], sizeof(want[0]), "%s: keep 1 kept",
+			 half_at(at, sizeof(at), first_max));
+		snprintf(want[1], sizeof(want[1]), "nonzero deltas (|d| = ");
+		ck_assert_uint_eq(first_max, lo);
+		break;
+	case 4:
+		snprintf(want[0], sizeof(want[0]), "%s: an entry",
+			 half_at(at, sizeof(at), 0));
+		snprintf(want[1], sizeof(want[1]), "layers.0.w1 row 0 col 0");
+		break;
+	}
+	feed_check(&chk, pub, priv, 2, N / 2, C, taken);
 	tu_log_clear(&lg);
 	ck_assert_int_eq(sel_check_done(ctx, &chk, keep[_i]), -EDOM);
-	if (!tu_log_has(&lg, msg[_i]))
-		ck_abort_msg("case %d: log lacks \"%s\": %s", _i, msg[_i],
-			     lg.buf);
+	if (!tu_log_has(&lg, msg[_i]) || !tu_log_has(&lg, want[0]) ||
+	    !tu_log_has(&lg, want[1]))
+		ck_abort_msg("case %d: log lacks \"%s\", \"%s\" or \"%s\": %s",
+			     _i, msg[_i], want[0], want[1], lg.buf);
 }
 END_TEST
 

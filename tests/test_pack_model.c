@@ -184,6 +184,89 @@ static void model_write(const struct tmodel *m, const char *path)
 	free(buf);
 }
 
+/*
+ * The same model as a Hugging Face checkpoint: @path (.safetensors, F32)
+ * and config.json beside it. q_proj and k_proj are written with their
+ * rows permuted as transformers' convert_llama_weights_to_hf.py does,
+ * w.view(heads, hs / 2, 2, cols).transpose(1, 2).reshape(rows, cols): stored
+ * row h * hs + p * hs / 2 + i holds llama2.c row h * hs + 2 * i + p. With
+ * @permute 0 they are written in llama2.c order (a wrong conversion).
+ */
+static const char *const hf_slot[9] = {
+	"input_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+	"self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
+	"mlp.gate_proj", "mlp.down_proj", "mlp.up_proj",
+};
+
+static void model_write_hf(const struct tmodel *m, const char *path,
+			   const char *config, int permute)
+{
+	size_t cap = 1 << 20, jcap = 16384, jl = 0, off = 0, len;
+	char *json = malloc(jcap), *buf = malloc(cap), name[80];
+	uint32_t hs = D / NH, r, j;
+	uint64_t hl;
+	int i;
+
+	ck_assert(json && buf);
+	jl += (size_t)snprintf(json, jcap, "{\"__metadata__\":{\"format\":\"pt\"}");
+	for (i = 0; i < (int)NT; i++) {
+		size_t b = (size_t)m->rows[i] * m->cols[i] * 4;
+
+		if (i == 0)
+			snprintf(name, sizeof(name), "model.embed_tokens.weight");
+		else if (i == (int)NT - 1)
+			snprintf(name, sizeof(name), "model.norm.weight");
+		else
+			snprintf(name, sizeof(name), "model.layers.%d.%s.weight",
+				 (i - 1) / 9, hf_slot[(i - 1) % 9]);
+		if (m->rows[i] == 1)
+			jl += (size_t)snprintf(json + jl, jcap - jl,
+					       ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%u],\"data_offsets\":[%zu,%zu]}",
+					       name, m->cols[i], off, off + b);
+		else
+			jl += (size_t)snprintf(json + jl, jcap - jl,
+					       ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%u,%u],\"data_offsets\":[%zu,%zu]}",
+					       name, m->rows[i], m->cols[i], off,
+					       off + b);
+		ck_assert_uint_lt(jl, jcap - 8);
+		off += b;
+	}
+	json[jl++] = '}';
+	while (jl % 8)
+		json[jl++] = ' ';
+	len = 8 + jl + off;
+	ck_assert_uint_le(len, cap);
+	hl = jl;
+	memcpy(buf, &hl, 8);
+	memcpy(buf + 8, json, jl);
+	off = 8 + jl;
+	for (i = 0; i < (int)NT; i++) {
+		int qk = i > 0 && i < (int)NT - 1 &&
+			 ((i - 1) % 9 == 1 || (i - 1) % 9 == 2);
+
+		for (r = 0; r < m->rows[i]; r++) {
+			uint32_t src = r;
+
+			if (qk && permute) {
+				j = r % hs;
+				src = r - j + 2 * (j % (hs / 2)) + j / (hs / 2);
+			}
+			memcpy(buf + off, m->w[i] + (size_t)src * m->cols[i],
+			       (size_t)m->cols[i] * 4);
+			off += (size_t)m->cols[i] * 4;
+		}
+	}
+	ck_assert_int_eq(tu_write_file(path, buf, len), 0);
+	snprintf(json, jcap,
+		 "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": %u,\n"
+		 " \"num_attention_heads\": %u, \"num_key_value_heads\": %u,\n"
+		 " \"max_position_embeddings\": %u, \"rms_norm_eps\": 1e-05}\n",
+		 D, NH, NKV, SEQ);
+	ck_assert_int_eq(tu_write_file(config, json, strlen(json)), 0);
+	free(json);
+	free(buf);
+}
+
 /* ---- packing and reading back ---- */
 
 struct rows_seen {
@@ -529,6 +612,105 @@ START_TEST(base_is_public_only)
 }
 END_TEST
 
+/* The plaintext of every shard of @label in @out, by layer. */
+static void decrypt_layers(const char *out, const char *label,
+			   const char *keys, void *pt[NL], uint64_t len[NL])
+{
+	struct osp_view_tensor v[16];
+	struct keyfile kf = { 0 };
+	char path[4096];
+	struct dirent *de;
+	DIR *d;
+
+	memset(pt, 0, NL * sizeof(*pt));
+	ck_assert_int_eq(keyfile_load(ctx, keys, &kf), 0);
+	snprintf(path, sizeof(path), "%s/ortho", out);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d))) {
+		const struct keyfile_entry *e;
+		struct osh_file f;
+		uint32_t bad;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/ortho/%s", out, de->d_name);
+		ck_assert_int_eq(osh_open(ctx, path, &f), 0);
+		ck_assert_str_eq(f.hdr.label, label);
+		ck_assert_uint_lt(f.hdr.layer, NL);
+		ck_assert_ptr_null(pt[f.hdr.layer]);
+		e = keyfile_find(&kf, f.hdr.shard_id);
+		ck_assert_ptr_nonnull(e);
+		len[f.hdr.layer] = f.hdr.plaintext_len;
+		pt[f.hdr.layer] = malloc(f.hdr.plaintext_len);
+		ck_assert_ptr_nonnull(pt[f.hdr.layer]);
+		ck_assert_int_eq(osh_read_all(ctx, &f, e->key, pt[f.hdr.layer],
+					      &bad), 0);
+		ck_assert_int_gt(osp_parse(ctx, pt[f.hdr.layer],
+					   f.hdr.plaintext_len, v, 16), 0);
+		osh_close(&f);
+	}
+	closedir(d);
+	keyfile_free(&kf);
+}
+
+/*
+ * The model as Hugging Face safetensors (q/k permuted the HF way) packs to
+ * exactly what the llama2.c .bin gives: the same model id, a byte-identical
+ * base.orb, and shards that decrypt to the same Ortho. Written without the
+ * permutation it gives another Base.
+ */
+START_TEST(safetensors_same_pack)
+{
+	struct ortho_pack_summary sb, sh, s1, s2;
+	void *ptb[NL], *pth[NL];
+	uint64_t lb[NL], lh[NL];
+	unsigned int l;
+
+	models();
+	ck_assert_int_eq(mkdir(in_dir("hf"), 0755), 0);
+	ck_assert_int_eq(mkdir(in_dir("bad"), 0755), 0);
+	model_write_hf(&pub, in_dir("hf/pub.safetensors"),
+		       in_dir("hf/config.json"), 1);
+	model_write_hf(&pa, in_dir("hf/a.safetensors"),
+		       in_dir("hf/config.json"), 1);
+	model_write_hf(&pub, in_dir("bad/pub.safetensors"),
+		       in_dir("bad/config.json"), 0);
+	ck_assert_int_eq(pack(in_dir("pub.bin"), in_dir("a.bin"), "a",
+			      in_dir("kb"), in_dir("ob"), 0, 0, &sb, NULL), 0);
+	ck_assert_msg(pack(in_dir("hf/pub.safetensors"),
+			   in_dir("hf/a.safetensors"), "a", in_dir("kh"),
+			   in_dir("oh"), 0, 0, &sh, NULL) == 0, "%s", lg.buf);
+	ck_assert(tu_log_has(&lg, "safetensors checkpoint: dim 32, hidden 64, 2 layers, 4/2 heads"));
+	ck_assert_mem_eq(sb.model_id, sh.model_id, 32);
+	ck_assert(same_file(in_dir("ob/base.orb"), in_dir("oh/base.orb")));
+	ck_assert_uint_eq(sb.ortho_entries, sh.ortho_entries);
+	ck_assert_uint_eq(sh.shards, NL);
+	decrypt_layers(in_dir("ob"), "a", in_dir("kb"), ptb, lb);
+	decrypt_layers(in_dir("oh"), "a", in_dir("kh"), pth, lh);
+	for (l = 0; l < NL; l++) {
+		ck_assert_ptr_nonnull(ptb[l]);
+		ck_assert_ptr_nonnull(pth[l]);
+		ck_assert_uint_eq(lb[l], lh[l]);
+		ck_assert_msg(!memcmp(ptb[l], pth[l], lb[l]),
+			      "layer %u: the Ortho differs", l);
+		free(ptb[l]);
+		free(pth[l]);
+	}
+	ck_assert_uint_eq(verify_dir(in_dir("oh"), "a", in_dir("kh"), &pub, &pa),
+			  count_deltas(&pub, &pa));
+	/* Base only, from either format: the same Base. */
+	ck_assert_int_eq(pack(in_dir("hf/pub.safetensors"), NULL, NULL, NULL,
+			      in_dir("o1"), 0, 0, &s1, NULL), 0);
+	ck_assert(same_file(in_dir("ob/base.orb"), in_dir("o1/base.orb")));
+	/* q and k left in llama2.c order are read as HF order: wrong. */
+	ck_assert_int_eq(pack(in_dir("bad/pub.safetensors"), NULL, NULL, NULL,
+			      in_dir("o2"), 0, 0, &s2, NULL), 0);
+	ck_assert(memcmp(s1.model_id, s2.model_id, 32));
+	models_free();
+}
+END_TEST
+
 START_TEST(second_private_model)
 {
 	struct ortho_pack_summary s;
@@ -818,6 +1000,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, pack_private_and_read_back, 0, 2);
 	tcase_add_test(tc, base_is_public_only);
+	tcase_add_test(tc, safetensors_same_pack);
 	tcase_add_test(tc, second_private_model);
 	tcase_add_test(tc, other_public_model_refused);
 	tcase_add_loop_test(tc, private_refused, 0, 7);

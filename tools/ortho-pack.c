@@ -59,6 +59,12 @@ static const char usage_text[] =
 	"  -v, --verbose     more messages from the library\n"
 	"  -h, --help        this text\n"
 	"\n"
+	"Formats: a .safetensors PUB or PRIV is a Hugging Face Llama checkpoint,\n"
+	"with its config.json (head counts) beside it; its q_proj and k_proj rows are\n"
+	"taken back from Hugging Face's rotate-half RoPE order to llama2.c's\n"
+	"interleaved pairs, so it packs exactly as the same model's llama2.c .bin.\n"
+	"Anything else is read as a llama2.c .bin. Tensor names: lib/FORMATS.md.\n"
+	"\n"
 	"Exit status: 0 packed, 1 a check failed or bad input (nothing written),\n"
 	"2 usage.\n";
 
