@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * The library context: options, the log callback, the compute pool, the
- * backend and the key authority (lib/ctx_authority.c). Locking: lib/ctx.h.
+ * backend, the key authority (lib/ctx_authority.c), and what the models'
+ * residency managers share: the Ortho budget and the stream. Locking:
+ * lib/ctx.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +16,8 @@
 #include "kernels.h"
 #include "log.h"
 #include "backend.h"
+#include "residency.h"
+#include "stream.h"
 
 /* Fields of @opts that lie within its declared size, the rest zero. */
 static void opts_copy(void *dst, size_t dst_sz, const void *src)
@@ -88,12 +92,16 @@ ORTHO_API int ortho_ctx_new(const struct ortho_ctx_opts *opts,
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_mutex_init(&ctx->evq_lock, NULL);
 	pthread_rwlock_init(&ctx->open_lock, NULL);
+	pthread_mutex_init(&ctx->stream_lock, NULL);
 	if (o.flags & ~(ORTHO_CTX_EVENTS_POLLED |
 			ORTHO_CTX_AUTHORITY_REQUIRED)) {
 		ret = -EINVAL;
 		goto err;
 	}
 
+	ret = res_account_new(ctx->ortho_budget, &ctx->res_acct);
+	if (ret)
+		goto err;
 	ret = ok_pool_new(o.threads, &ctx->pool);
 	if (ret)
 		goto err;
@@ -120,11 +128,45 @@ ORTHO_API void ortho_ctx_free(struct ortho_ctx *ctx)
 	if (ctx->backend && ctx->backend->fini)
 		ctx->backend->fini(ctx);
 	ok_pool_free(ctx->pool);
+	/* Models left open keep the budget's account alive. */
+	res_account_put(ctx->res_acct);
+	pthread_mutex_destroy(&ctx->stream_lock);
 	pthread_rwlock_destroy(&ctx->open_lock);
 	pthread_mutex_destroy(&ctx->evq_lock);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx->model_list);
 	free(ctx);
+}
+
+int ctx_stream_get(struct ortho_ctx *ctx, struct stream **out)
+{
+	struct stream_opts so = { 0 };
+	int ret = 0;
+
+	pthread_mutex_lock(&ctx->stream_lock);
+	if (!ctx->stream) {
+		if (stream_opts_env(&so))
+			olog_warn(ctx, "ORTHO_STREAM=%s: not understood "
+				  "(pread, direct, qd=N, workers=N, "
+				  "staging=BYTES); ignored",
+				  getenv("ORTHO_STREAM"));
+		ret = stream_new(ctx, &so, &ctx->stream);
+	}
+	if (!ret)
+		ctx->stream_users++;
+	*out = ctx->stream;
+	pthread_mutex_unlock(&ctx->stream_lock);
+	return ret;
+}
+
+void ctx_stream_put(struct ortho_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->stream_lock);
+	if (ctx->stream_users && !--ctx->stream_users) {
+		stream_free(ctx->stream);
+		ctx->stream = NULL;
+	}
+	pthread_mutex_unlock(&ctx->stream_lock);
 }
 
 ORTHO_API const char *ortho_ctx_get_backend(const struct ortho_ctx *ctx)

@@ -8,8 +8,9 @@
  * held exclusive, so a key handed out during an open is never missed by a
  * revocation. Order: ->open_lock, then ->lock, then a model's locks.
  * ->evq_lock guards the queue of notices waiting for
- * ortho_ctx_process_events(). Everything else is set in ortho_ctx_new()
- * and read-only afterwards.
+ * ortho_ctx_process_events(). ->stream_lock guards the stream the models
+ * share; it is a leaf, as is the Ortho budget's own lock (lib/residency.c).
+ * Everything else is set in ortho_ctx_new() and read-only afterwards.
  */
 #ifndef ORTHO_CTX_H
 #define ORTHO_CTX_H
@@ -19,6 +20,8 @@
 #include "ortho.h"
 
 struct ok_pool;
+struct res_account;
+struct stream;
 struct ortho_backend;
 struct authority;
 struct authority_notice;
@@ -53,7 +56,33 @@ struct ortho_ctx {
 	int auth_lost;				/* ->evq_lock */
 	/* /dev/ortho beside the authority (lib/ctx_kdev.h); NULL: none. */
 	struct ctx_kdev *kdev;
+	/*
+	 * What the models' residency managers share (lib/model_residency.c):
+	 * the Ortho budget, so that the shards of every model together stay
+	 * within ->ortho_budget, and the stream with its decrypt workers.
+	 */
+	struct res_account *res_acct;
+	pthread_mutex_t stream_lock;
+	struct stream *stream;			/* ->stream_lock */
+	unsigned int stream_users;		/* ->stream_lock */
 };
+
+/**
+ * ctx_stream_get() - the stream the context's models page shards in
+ * with, started by the first (options from $ORTHO_STREAM then).
+ * @ctx: the context.
+ * @out: the stream; give it back with ctx_stream_put().
+ *
+ * Return: 0, or -errno of stream_new().
+ */
+int ctx_stream_get(struct ortho_ctx *ctx, struct stream **out);
+
+/**
+ * ctx_stream_put() - a model is done with the stream; the last one stops
+ * it (its staging buffers wiped and unmapped).
+ * @ctx: the context.
+ */
+void ctx_stream_put(struct ortho_ctx *ctx);
 
 /**
  * ctx_authority_start() - find the authority (@addr, $ORTHO_AUTHORITY, the

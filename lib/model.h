@@ -5,16 +5,19 @@
  * ortho_tensor are opaque to applications).
  *
  * Shards are paged in and out in units (a whole shard, or one tensor of a
- * shard larger than half the Ortho budget) by the residency manager
- * (lib/residency.h, lib/model_residency.c). ortho_linear() pins the units
- * that hold Ortho for its tensor, so they stay resident and their views
- * valid until it returns; a unit's views belong to it and are rebuilt at
- * each load. A drop waits for the ops holding the shard, then wipes it.
+ * shard larger than half the Ortho budget) by the model's residency
+ * manager (lib/residency.h, lib/model_residency.c), which draws on the
+ * context's budget together with the other models' managers: another
+ * model's op may evict this model's unpinned units. ortho_linear() pins
+ * the units that hold Ortho for its tensor, so they stay resident and
+ * their views valid until it returns; a unit's views belong to it and are
+ * rebuilt at each load. A drop waits for the ops holding the shard, then
+ * wipes it.
  *
  * Locking: model->lock is a writer-preferring rwlock guarding the shard
  * state applications see (state, error, bad_chunk, bytes, since_ns, pt,
- * key, units_dropped): the unit callbacks and drops change it exclusive,
- * readers take it shared. Everything else in the model is set up by
+ * key, units_dropped, evicting): the unit callbacks and drops change it
+ * exclusive, readers take it shared. Everything else in the model is set up by
  * ortho_model_open() and read-only until ortho_model_close().
  *
  * Keys come from a key file or from the context's key authority
@@ -100,6 +103,7 @@ struct model_shard {
 	int error;			/* negative errno when FAILED */
 	uint32_t bad_chunk;		/* UINT32_MAX when none */
 	uint64_t bytes;			/* resident plaintext bytes */
+	unsigned int evicting;		/* units being evicted */
 	uint64_t since_ns;
 	void *pt;			/* a whole-shard unit's slot */
 	size_t pt_size;			/* its plaintext length */

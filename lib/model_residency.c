@@ -12,6 +12,13 @@
  * first layers are prefetched and the rest come on demand. ortho_linear()
  * pins its tensor's units around the op (model_views_get()/_put()).
  *
+ * The budget is the context's: every model's manager draws on the
+ * context's account (ctx->res_acct), so the shards of all the models open
+ * in it together stay within ortho_budget, and a model short of room may
+ * evict another's unpinned shards (its own first). The stream and its
+ * decrypt workers are the context's too; each model keeps a prefetch
+ * thread of its own.
+ *
  * A shard is used whole or not at all: when one unit of a per-tensor shard
  * fails, the shard is FAILED and its other units are dropped by the next
  * op that meets them. Locking: lib/model.h and lib/residency.h.
@@ -49,7 +56,8 @@ static int shard_usable(const struct model_shard *s)
 {
 	return s->key && (s->state == ORTHO_SHARD_ABSENT ||
 			  s->state == ORTHO_SHARD_LOADING ||
-			  s->state == ORTHO_SHARD_RESIDENT);
+			  s->state == ORTHO_SHARD_RESIDENT ||
+			  s->state == ORTHO_SHARD_EVICTING);
 }
 
 /* Bytes a unit adds to its shard's resident bytes. */
@@ -95,9 +103,10 @@ static int shard_resident(struct ortho_model *m, struct model_shard *s,
 	if (!shard_usable(s)) {
 		ret = s->error ? s->error : -ECANCELED;
 	} else {
-		if (s->state != ORTHO_SHARD_RESIDENT)
+		if (!s->bytes)
 			s->since_ns = now_ns();
-		s->state = ORTHO_SHARD_RESIDENT;
+		s->state = s->evicting ? ORTHO_SHARD_EVICTING :
+					 ORTHO_SHARD_RESIDENT;
 		s->bytes += unit_bytes(u);
 		if (u->entry < 0) {
 			s->pt = mem;
@@ -109,20 +118,36 @@ static int shard_resident(struct ortho_model *m, struct model_shard *s,
 	return ret;
 }
 
-/* A unit left (evicted, cancelled, dropped): settle the shard's state. */
-static void shard_settle(struct ortho_model *m, struct model_shard *s,
-			 const struct model_unit *u, int was_resident)
+/* A resident unit is being evicted: the shard is EVICTING until wiped. */
+static void shard_evicting(struct ortho_model *m, struct model_shard *s,
+			   const struct model_unit *u)
 {
 	pthread_rwlock_wrlock(&m->lock);
-	if (was_resident) {
+	s->evicting++;
+	if (u->entry < 0) {
+		s->pt = NULL;
+		s->pt_size = 0;
+	}
+	if (shard_usable(s))
+		s->state = ORTHO_SHARD_EVICTING;
+	pthread_rwlock_unlock(&m->lock);
+}
+
+/*
+ * A unit left (@evicted: wiped after shard_evicting(); else cancelled
+ * before it was resident): settle the shard's state.
+ */
+static void shard_settle(struct ortho_model *m, struct model_shard *s,
+			 const struct model_unit *u, int evicted)
+{
+	pthread_rwlock_wrlock(&m->lock);
+	if (evicted) {
+		s->evicting--;
 		s->bytes -= unit_bytes(u);
-		if (u->entry < 0) {
-			s->pt = NULL;
-			s->pt_size = 0;
-		}
 	}
 	if (shard_usable(s)) {
-		s->state = s->bytes ? ORTHO_SHARD_RESIDENT :
+		s->state = s->evicting ? ORTHO_SHARD_EVICTING :
+			   s->bytes ? ORTHO_SHARD_RESIDENT :
 				      ORTHO_SHARD_ABSENT;
 		if (!s->bytes)
 			s->since_ns = 0;
@@ -448,7 +473,16 @@ static void unit_unload(void *owner, unsigned int ui, void *mem)
 	struct ortho_model *m = owner;
 	struct model_unit *u = &m->units[ui];
 
+	shard_evicting(m, &m->shards[u->shard], u);
 	views_free(m, u);
+}
+
+/* Wiped: its bytes are gone (and reported gone). */
+static void unit_evicted(void *owner, unsigned int ui)
+{
+	struct ortho_model *m = owner;
+	struct model_unit *u = &m->units[ui];
+
 	shard_settle(m, &m->shards[u->shard], u, 1);
 }
 
@@ -468,6 +502,7 @@ static void unit_name(void *owner, unsigned int ui, char *buf, size_t len)
 static const struct res_ops unit_ops = {
 	.load = unit_load,
 	.unload = unit_unload,
+	.evicted = unit_evicted,
 	.name = unit_name,
 };
 
@@ -691,19 +726,15 @@ static int start_strict_err(struct ortho_model *m, struct model_shard *s,
 	return ret;
 }
 
+/* The context's stream, and a manager on the context's budget. */
 static int streams_new(struct ortho_model *m)
 {
-	struct stream_opts so = { 0 };
 	int ret;
 
-	if (stream_opts_env(&so))
-		olog_warn(m->ctx, "ORTHO_STREAM=%s: not understood (pread, "
-			  "direct, qd=N, workers=N, staging=BYTES); ignored",
-			  getenv("ORTHO_STREAM"));
-	ret = stream_new(m->ctx, &so, &m->stream);
+	ret = ctx_stream_get(m->ctx, &m->stream);
 	if (!ret)
-		ret = residency_new(m->ctx, m->ctx->ortho_budget, &unit_ops, m,
-				    &m->res);
+		ret = residency_new_shared(m->ctx, m->ctx->res_acct, &unit_ops,
+					   m, &m->res);
 	return ret;
 }
 
@@ -762,7 +793,8 @@ void model_residency_stop(struct ortho_model *m)
 
 	residency_free(m->res);
 	m->res = NULL;
-	stream_free(m->stream);
+	if (m->stream)
+		ctx_stream_put(m->ctx);
 	m->stream = NULL;
 	free(m->units);
 	m->units = NULL;

@@ -2,18 +2,28 @@
 /*
  * The residency manager (lib/residency.h). Each resident unit owns a slot:
  * a secmem mapping of its page-rounded size. An evicted unit's slot is
- * wiped at once and kept on the free list for a unit of the same size
- * (shards of one model come in a few sizes), or unmapped when room is
- * needed. Slot bytes, mapped or reserved for a load in progress, never
- * exceed the budget.
+ * wiped at once and kept on its manager's free list for a unit of the
+ * same size (shards of one model come in a few sizes), or unmapped when
+ * room is needed. The managers of one context share an account: the slot
+ * bytes of all of them, mapped or reserved for a load in progress, never
+ * exceed its budget. A manager short of room takes, in this order: a free
+ * slot of the size it needs (its own, then another's), unreserved budget,
+ * free slots unmapped (its own first), one of its own units evicted, one
+ * of another manager's units evicted.
  *
- * Locking: r->lock guards every unit's state, pins, LRU tick and window
- * position, the free list, the counters and the prefetch window. Loads,
- * unloads and wipes run with it released while the unit is LOADING or
- * EVICTING, states that keep everyone else off the unit. r->cond is
- * broadcast on every state change and every unpin; waiters re-check.
- * A thread never waits on r->cond while it holds pins from an unfinished
- * residency_pin(), which is what keeps sets of pins deadlock-free.
+ * Locking: the account's lock (a->lock) guards every unit's state, pins,
+ * LRU tick and window position, the free lists, the counters and the
+ * prefetch windows of every manager sharing it, and the list of those
+ * managers, so that one manager can evict another's units. The owners
+ * never hold a lock of theirs when they call in, and their callbacks run
+ * with a->lock released: loads, unloads and wipes happen while the unit
+ * is LOADING or EVICTING, states that keep everyone else off the unit.
+ * a->cond is broadcast on every state change and every unpin, in any
+ * manager; waiters re-check. A thread never waits on a->cond while it
+ * holds pins from an unfinished residency_pin(), which is what keeps sets
+ * of pins deadlock-free, across managers too. residency_free() takes its
+ * manager off the list first, then waits for the evictions other
+ * managers' threads have in flight on its units.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +41,8 @@
 #include "stream.h"
 
 #define RES_PIN_MAX 64u
+
+void (*residency_test_evict_hook)(void *owner, unsigned int u);
 
 struct res_slot {
 	struct res_slot *next;
@@ -56,20 +68,29 @@ struct res_unit {
 	atomic_int cancel;
 };
 
+struct res_account {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t budget;		/* 0: no limit */
+	uint64_t used;			/* slot bytes of every manager */
+	uint64_t peak;
+	uint64_t tick;			/* the LRU clock of every unit */
+	struct residency *list;		/* the managers sharing it */
+	unsigned int refs;
+};
+
 struct residency {
 	struct ortho_ctx *ctx;
 	const struct res_ops *ops;
 	void *owner;
-	uint64_t budget;
+	struct res_account *a;
+	struct residency *next;		/* on a->list */
 	size_t page;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
 	pthread_cond_t pf_cond;
 	struct res_unit *units;
 	unsigned int nunits, ucap;
 	struct res_slot *free_slots;
-	uint64_t used;
-	uint64_t tick;
+	uint64_t used;			/* slot bytes of this manager */
 	unsigned int *win;
 	unsigned int nwin;
 	uint64_t gen, pf_done_gen;
@@ -82,6 +103,8 @@ struct residency {
 
 /* make_room() for an op, rather than for a prefetch at a window position. */
 #define ROOM_DEMAND (-1)
+/* pick_victim() for another manager's prefetch: outside the window only. */
+#define ROOM_OTHER (-2)
 
 static uint64_t now_ns(void)
 {
@@ -100,7 +123,69 @@ static void unit_name(struct residency *r, unsigned int u, char *buf,
 		snprintf(buf, len, "unit %u", u);
 }
 
-/* ---- slots ---- */
+/* ---- the account ---- */
+
+/* @cap more slot bytes for @r (a->lock held). */
+static void used_add(struct residency *r, size_t cap)
+{
+	struct res_account *a = r->a;
+
+	r->used += cap;
+	if (r->used > r->st.peak)
+		r->st.peak = r->used;
+	a->used += cap;
+	if (a->used > a->peak)
+		a->peak = a->used;
+}
+
+static void used_sub(struct residency *r, size_t cap)
+{
+	r->used -= cap;
+	r->a->used -= cap;
+}
+
+int res_account_new(uint64_t budget, struct res_account **out)
+{
+	struct res_account *a;
+
+	*out = NULL;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->budget = budget;
+	a->refs = 1;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	*out = a;
+	return 0;
+}
+
+void res_account_put(struct res_account *a)
+{
+	int last;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	last = !--a->refs;
+	pthread_mutex_unlock(&a->lock);
+	if (!last)
+		return;
+	pthread_cond_destroy(&a->cond);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+void res_account_get_stats(struct res_account *a, uint64_t *used,
+			   uint64_t *peak)
+{
+	pthread_mutex_lock(&a->lock);
+	*used = a->used;
+	*peak = a->peak;
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- slots (a->lock held) ---- */
 
 /* Unmap a slot its owner already wiped. */
 static void slot_unmap(struct res_slot *s)
@@ -111,11 +196,11 @@ static void slot_unmap(struct res_slot *s)
 	free(s);
 }
 
-/* A wiped slot back to the pool (r->lock held). */
+/* A wiped slot back to @r's pool. */
 static void slot_release(struct residency *r, struct res_slot *s)
 {
-	if (!r->budget) {
-		r->used -= s->cap;
+	if (!r->a->budget) {
+		used_sub(r, s->cap);
 		slot_unmap(s);
 		return;
 	}
@@ -137,6 +222,21 @@ static struct res_slot *slot_take_free(struct residency *r, size_t cap)
 	return NULL;
 }
 
+/* A free slot of @cap bytes, @r's own or another manager's (now @r's). */
+static struct res_slot *slot_take_any(struct residency *r, size_t cap)
+{
+	struct res_slot *s = slot_take_free(r, cap);
+	struct residency *o;
+
+	for (o = r->a->list; !s && o; o = o->next) {
+		if (o == r || !(s = slot_take_free(o, cap)))
+			continue;
+		used_sub(o, cap);
+		used_add(r, cap);
+	}
+	return s;
+}
+
 static int unmap_one_free(struct residency *r)
 {
 	struct res_slot *s = r->free_slots;
@@ -144,12 +244,25 @@ static int unmap_one_free(struct residency *r)
 	if (!s)
 		return 0;
 	r->free_slots = s->next;
-	r->used -= s->cap;
+	used_sub(r, s->cap);
 	slot_unmap(s);
 	return 1;
 }
 
-/* ---- eviction ---- */
+/* Unmap a free slot, @r's own first. Return: 1 if there was one. */
+static int unmap_any_free(struct residency *r)
+{
+	struct residency *o;
+
+	if (unmap_one_free(r))
+		return 1;
+	for (o = r->a->list; o; o = o->next)
+		if (o != r && unmap_one_free(o))
+			return 1;
+	return 0;
+}
+
+/* ---- eviction (a->lock held) ---- */
 
 static int in_window(const struct residency *r, const struct res_unit *u)
 {
@@ -157,11 +270,13 @@ static int in_window(const struct residency *r, const struct res_unit *u)
 }
 
 /*
- * The unit to evict: the least recently used outside the prefetch window,
- * else the one needed furthest ahead in it. A prefetch for window position
- * @pos only takes units needed after it; an op (@pos ROOM_DEMAND) any.
+ * The unit of @r to evict: the least recently used outside the prefetch
+ * window, else the one needed furthest ahead in it. A prefetch for window
+ * position @pos only takes units needed after it; an op (@pos ROOM_DEMAND)
+ * any; another manager's prefetch (@pos ROOM_OTHER) none in the window.
+ * *@outside (if not NULL): whether the unit is outside the window.
  */
-static int pick_victim(struct residency *r, int pos)
+static int pick_victim(struct residency *r, int pos, int *outside)
 {
 	int best = -1, best_win = -1;
 	unsigned int i;
@@ -174,27 +289,64 @@ static int pick_victim(struct residency *r, int pos)
 		if (!in_window(r, u)) {
 			if (best < 0 || u->tick < r->units[best].tick)
 				best = (int)i;
-		} else if ((int)u->win_pos > pos &&
+		} else if (pos != ROOM_OTHER && (int)u->win_pos > pos &&
 			   (best_win < 0 ||
 			    u->win_pos > r->units[best_win].win_pos)) {
 			best_win = (int)i;
 		}
 	}
+	if (outside)
+		*outside = best >= 0;
 	return best >= 0 ? best : best_win;
 }
 
-/* Unload and wipe a resident, unpinned unit (r->lock held, dropped inside). */
+/*
+ * A unit of another manager to evict for @r: each offers the one it would
+ * evict itself (for a prefetch of @r, only units outside its own window);
+ * of those, units outside their window go first, then the least recently
+ * used. *@vr: its manager.
+ */
+static int pick_other(struct residency *r, int pos, struct residency **vr)
+{
+	int best = -1, best_out = 0, v, out;
+	struct residency *o;
+
+	*vr = NULL;
+	for (o = r->a->list; o; o = o->next) {
+		if (o == r)
+			continue;
+		v = pick_victim(o, pos == ROOM_DEMAND ? ROOM_DEMAND :
+						    ROOM_OTHER, &out);
+		if (v < 0)
+			continue;
+		if (best < 0 || out > best_out ||
+		    (out == best_out &&
+		     o->units[v].tick < (*vr)->units[best].tick)) {
+			best = v;
+			best_out = out;
+			*vr = o;
+		}
+	}
+	return best;
+}
+
+/* Unload and wipe a resident, unpinned unit of @r (a->lock dropped inside). */
 static void evict_one(struct residency *r, unsigned int i, int count)
 {
+	struct res_account *a = r->a;
 	struct res_unit *u = &r->units[i];
 	struct res_slot *s = u->slot;
 
 	u->state = ORTHO_SHARD_EVICTING;
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&a->lock);
 	if (r->ops->unload)
 		r->ops->unload(r->owner, i, s->mem);
+	if (residency_test_evict_hook)
+		residency_test_evict_hook(r->owner, i);
 	secmem_wipe(s->mem, s->cap);
-	pthread_mutex_lock(&r->lock);
+	if (r->ops->evicted)
+		r->ops->evicted(r->owner, i);
+	pthread_mutex_lock(&a->lock);
 	u->slot = NULL;
 	u->state = u->dropping ? u->dropping : ORTHO_SHARD_ABSENT;
 	u->since_ns = 0;
@@ -202,10 +354,10 @@ static void evict_one(struct residency *r, unsigned int i, int count)
 	if (count)
 		r->st.evictions++;
 	slot_release(r, s);
-	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&a->cond);
 }
 
-/* Ask the prefetch thread's load to stop. Return: 1 if there was one. */
+/* Ask @r's prefetch thread's load to stop. Return: 1 if there was one. */
 static int cancel_prefetch(struct residency *r)
 {
 	unsigned int i;
@@ -222,39 +374,57 @@ static int cancel_prefetch(struct residency *r)
 	return 0;
 }
 
+/* Cancel a prefetch holding room: @r's own, else another manager's. */
+static void cancel_any_prefetch(struct residency *r)
+{
+	struct residency *o;
+
+	if (cancel_prefetch(r))
+		return;
+	for (o = r->a->list; o; o = o->next)
+		if (o != r && cancel_prefetch(o))
+			return;
+}
+
 /*
  * Find room for @cap bytes: a free slot of that size, unreserved budget,
- * unmapped free slots, then evictions. Return: 0 with *@slot set to a
- * reused slot or NULL (bytes reserved: map one), or -EAGAIN when the room
- * is held by pinned or loading units (r->lock held, dropped inside).
+ * unmapped free slots, then evictions, @r's own units first. Return: 0
+ * with *@slot set to a reused slot or NULL (bytes reserved: map one), or
+ * -EAGAIN when the room is held by pinned or loading units (a->lock
+ * dropped inside).
  */
 static int make_room(struct residency *r, size_t cap, int pos,
 		     struct res_slot **slot)
 {
+	struct res_account *a = r->a;
+	struct residency *vr;
 	int v;
 
 	*slot = NULL;
 	for (;;) {
-		if (r->budget) {
-			*slot = slot_take_free(r, cap);
+		if (a->budget) {
+			*slot = slot_take_any(r, cap);
 			if (*slot)
 				return 0;
 		}
-		if (!r->budget || r->used + cap <= r->budget) {
-			r->used += cap;
-			if (r->used > r->st.peak)
-				r->st.peak = r->used;
+		if (!a->budget || a->used + cap <= a->budget) {
+			used_add(r, cap);
 			return 0;
 		}
-		if (unmap_one_free(r))
+		if (unmap_any_free(r))
 			continue;
-		v = pick_victim(r, pos);
+		v = pick_victim(r, pos, NULL);
 		if (v >= 0) {
 			evict_one(r, (unsigned int)v, 1);
 			continue;
 		}
+		v = pick_other(r, pos, &vr);
+		if (v >= 0) {
+			evict_one(vr, (unsigned int)v, 1);
+			continue;
+		}
 		if (pos == ROOM_DEMAND)
-			cancel_prefetch(r);
+			cancel_any_prefetch(r);
 		return -EAGAIN;
 	}
 }
@@ -294,7 +464,7 @@ static void load_done(struct residency *r, unsigned int i, struct res_slot *s,
 		u->error = 0;
 		u->bad_chunk = UINT32_MAX;
 		u->since_ns = now_ns();
-		u->tick = ++r->tick;
+		u->tick = ++r->a->tick;
 		r->st.resident += u->size;
 		r->st.loads++;
 		if (u->by_prefetch)
@@ -304,7 +474,7 @@ static void load_done(struct residency *r, unsigned int i, struct res_slot *s,
 	if (s)
 		slot_release(r, s);
 	else
-		r->used -= u->cap;
+		used_sub(r, u->cap);
 	if (ret == -ECANCELED) {
 		u->state = ORTHO_SHARD_ABSENT;
 	} else {
@@ -319,7 +489,7 @@ static void load_done(struct residency *r, unsigned int i, struct res_slot *s,
 
 /*
  * Load unit @i, ABSENT now, for an op (@pos ROOM_DEMAND) or the prefetch
- * window's position @pos (r->lock held, dropped inside). Return: 0 (the
+ * window's position @pos (a->lock held, dropped inside). Return: 0 (the
  * unit is RESIDENT, FAILED or ABSENT again after a cancel), or -EAGAIN
  * when there is no room yet.
  */
@@ -337,23 +507,23 @@ static int load_unit(struct residency *r, unsigned int i, int pos)
 	ret = make_room(r, u->cap, pos, &s);
 	if (ret) {
 		u->state = ORTHO_SHARD_ABSENT;
-		pthread_cond_broadcast(&r->cond);
+		pthread_cond_broadcast(&r->a->cond);
 		return ret;
 	}
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	ret = load_run(r, i, &s, !by_prefetch, &bad);
 	if (ret && s)
 		secmem_wipe(s->mem, s->cap);
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	load_done(r, i, s, ret, bad);
-	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&r->a->cond);
 	return 0;
 }
 
 /* ---- pinning ---- */
 
 /*
- * Pin unit @i for an op, loading it if needed (r->lock held, may be
+ * Pin unit @i for an op, loading it if needed (a->lock held, may be
  * dropped inside). Return: 1 pinned, 0 not usable, -EAGAIN to wait.
  */
 static int pin_one(struct residency *r, unsigned int i, void **mem)
@@ -368,20 +538,20 @@ static int pin_one(struct residency *r, unsigned int i, void **mem)
 		switch (u->state) {
 		case ORTHO_SHARD_RESIDENT:
 			u->pins++;
-			u->tick = ++r->tick;
+			u->tick = ++r->a->tick;
 			*mem = u->slot->mem;
 			return 1;
 		case ORTHO_SHARD_LOADING:
 		case ORTHO_SHARD_EVICTING:
 			return -EAGAIN;
 		case ORTHO_SHARD_ABSENT:
-			if (r->budget && u->cap > r->budget) {
+			if (r->a->budget && u->cap > r->a->budget) {
 				if (!u->warned++) {
 					unit_name(r, i, name, sizeof(name));
 					olog_warn(r->ctx, "%s: %" PRIu64 " bytes, "
 						  "more than the Ortho budget of %"
 						  PRIu64 " bytes: not used", name,
-						  u->size, r->budget);
+						  u->size, r->a->budget);
 				}
 				return 0;
 			}
@@ -406,7 +576,7 @@ static void unpin_locked(struct residency *r, const unsigned int *u,
 		r->units[u[i]].pins--;
 		mem[i] = NULL;
 	}
-	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&r->a->cond);
 }
 
 /* Leave out units that would not fit the budget together with the others. */
@@ -421,16 +591,16 @@ static void fit_set(struct residency *r, const unsigned int *u,
 		struct res_unit *x = &r->units[u[i]];
 
 		skip[i] = 0;
-		if (!r->budget || x->cap > r->budget)
+		if (!r->a->budget || x->cap > r->a->budget)
 			continue;	/* pin_one() judges these */
-		if (sum + x->cap > r->budget) {
+		if (sum + x->cap > r->a->budget) {
 			skip[i] = 1;
 			if (!x->warned++) {
 				unit_name(r, u[i], name, sizeof(name));
 				olog_warn(r->ctx, "%s: does not fit the Ortho "
 					  "budget of %" PRIu64 " bytes with the "
 					  "other units the same op needs: not "
-					  "used", name, r->budget);
+					  "used", name, r->a->budget);
 			}
 			continue;
 		}
@@ -449,7 +619,7 @@ unsigned int residency_pin(struct residency *r, const unsigned int *u,
 		mem[i] = NULL;
 	if (n > RES_PIN_MAX)
 		return 0;
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	fit_set(r, u, n, skip);
 restart:
 	got = 0;
@@ -459,12 +629,12 @@ restart:
 		ret = pin_one(r, u[i], &mem[i]);
 		if (ret == -EAGAIN) {
 			unpin_locked(r, u, n, mem);
-			pthread_cond_wait(&r->cond, &r->lock);
+			pthread_cond_wait(&r->a->cond, &r->a->lock);
 			goto restart;
 		}
 		got += (unsigned int)ret;
 	}
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	return got;
 }
 
@@ -473,17 +643,17 @@ void residency_unpin(struct residency *r, const unsigned int *u,
 {
 	unsigned int i;
 
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	for (i = 0; i < n; i++)
 		if (mem[i])
 			r->units[u[i]].pins--;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
+	pthread_cond_broadcast(&r->a->cond);
+	pthread_mutex_unlock(&r->a->lock);
 }
 
 /* ---- prefetch ---- */
 
-/* Load the window in order while it fits (r->lock held, dropped inside). */
+/* Load the window in order while it fits (a->lock held, dropped inside). */
 static void pf_window(struct residency *r, uint64_t gen)
 {
 	unsigned int pos;
@@ -494,7 +664,7 @@ static void pf_window(struct residency *r, uint64_t gen)
 
 		u = &r->units[i];
 		if (u->state != ORTHO_SHARD_ABSENT || u->dropping ||
-		    (r->budget && u->cap > r->budget))
+		    (r->a->budget && u->cap > r->a->budget))
 			continue;
 		if (load_unit(r, i, (int)pos))
 			break;		/* as far ahead as the budget allows */
@@ -508,10 +678,10 @@ static void *pf_main(void *arg)
 	struct residency *r = arg;
 	uint64_t gen;
 
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	for (;;) {
 		while (!r->stop && r->pf_done_gen == r->gen)
-			pthread_cond_wait(&r->pf_cond, &r->lock);
+			pthread_cond_wait(&r->pf_cond, &r->a->lock);
 		if (r->stop)
 			break;
 		gen = r->gen;
@@ -520,11 +690,11 @@ static void *pf_main(void *arg)
 		r->pf_busy = 0;
 		if (r->gen == gen)
 			r->pf_done_gen = gen;
-		pthread_cond_broadcast(&r->cond);
+		pthread_cond_broadcast(&r->a->cond);
 	}
 	r->pf_busy = 0;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
+	pthread_cond_broadcast(&r->a->cond);
+	pthread_mutex_unlock(&r->a->lock);
 	return NULL;
 }
 
@@ -539,7 +709,7 @@ int residency_prefetch(struct residency *r, const unsigned int *u,
 			return -ENOMEM;
 		memcpy(win, u, n * sizeof(*win));
 	}
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	free(r->win);
 	r->win = win;
 	r->nwin = 0;
@@ -557,17 +727,17 @@ int residency_prefetch(struct residency *r, const unsigned int *u,
 		win[r->nwin++] = win[i];
 	}
 	pthread_cond_signal(&r->pf_cond);
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	return 0;
 }
 
 void residency_wait_idle(struct residency *r)
 {
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	while (r->pf_started && !r->stop &&
 	       (r->pf_busy || r->pf_done_gen != r->gen))
-		pthread_cond_wait(&r->cond, &r->lock);
-	pthread_mutex_unlock(&r->lock);
+		pthread_cond_wait(&r->a->cond, &r->a->lock);
+	pthread_mutex_unlock(&r->a->lock);
 }
 
 /* ---- dropping and evicting ---- */
@@ -580,9 +750,9 @@ int residency_drop(struct residency *r, unsigned int i, uint32_t state)
 	if (state != ORTHO_SHARD_DROPPED && state != ORTHO_SHARD_REVOKED &&
 	    state != ORTHO_SHARD_FAILED)
 		return -EINVAL;
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	if (i >= r->nunits) {
-		pthread_mutex_unlock(&r->lock);
+		pthread_mutex_unlock(&r->a->lock);
 		return -ERANGE;
 	}
 	u = &r->units[i];
@@ -591,14 +761,14 @@ int residency_drop(struct residency *r, unsigned int i, uint32_t state)
 	while (u->state == ORTHO_SHARD_LOADING ||
 	       u->state == ORTHO_SHARD_EVICTING || u->pins) {
 		atomic_store(&u->cancel, 1);
-		pthread_cond_wait(&r->cond, &r->lock);
+		pthread_cond_wait(&r->a->cond, &r->a->lock);
 	}
 	was = u->state == ORTHO_SHARD_RESIDENT;
 	if (was)
 		evict_one(r, i, 0);
 	u->state = state;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
+	pthread_cond_broadcast(&r->a->cond);
+	pthread_mutex_unlock(&r->a->lock);
 	return was ? 0 : -EALREADY;
 }
 
@@ -607,7 +777,7 @@ int residency_evict(struct residency *r, unsigned int i)
 	struct res_unit *u;
 	int ret = 0;
 
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	if (i >= r->nunits) {
 		ret = -ERANGE;
 		goto out;
@@ -621,7 +791,7 @@ int residency_evict(struct residency *r, unsigned int i)
 	else
 		evict_one(r, i, 1);
 out:
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	return ret;
 }
 
@@ -633,9 +803,9 @@ int residency_unit_info(struct residency *r, unsigned int i,
 	struct res_unit *u;
 
 	memset(info, 0, sizeof(*info));
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	if (i >= r->nunits) {
-		pthread_mutex_unlock(&r->lock);
+		pthread_mutex_unlock(&r->a->lock);
 		return -ERANGE;
 	}
 	u = &r->units[i];
@@ -645,18 +815,20 @@ int residency_unit_info(struct residency *r, unsigned int i,
 	info->bytes = u->state == ORTHO_SHARD_RESIDENT ? u->size : 0;
 	info->since_ns = u->since_ns;
 	info->pins = u->pins;
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	return 0;
 }
 
 void residency_get_stats(struct residency *r, struct res_stats *st)
 {
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	*st = r->st;
-	st->budget = r->budget;
+	st->budget = r->a->budget;
 	st->used = r->used;
+	st->shared_used = r->a->used;
+	st->shared_peak = r->a->peak;
 	st->units = r->nunits;
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 }
 
 void residency_for_each_slot(struct residency *r,
@@ -666,20 +838,20 @@ void residency_for_each_slot(struct residency *r,
 	struct res_slot *s;
 	unsigned int i;
 
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	for (i = 0; i < r->nunits; i++)
 		if (r->units[i].slot)
 			fn(user, r->units[i].slot->mem, r->units[i].slot->cap);
 	for (s = r->free_slots; s; s = s->next)
 		fn(user, s->mem, s->cap);
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 }
 
 /* ---- setup ---- */
 
-int residency_new(struct ortho_ctx *ctx, uint64_t budget,
-		  const struct res_ops *ops, void *owner,
-		  struct residency **out)
+int residency_new_shared(struct ortho_ctx *ctx, struct res_account *a,
+			 const struct res_ops *ops, void *owner,
+			 struct residency **out)
 {
 	struct residency *r;
 	int ret;
@@ -691,11 +863,14 @@ int residency_new(struct ortho_ctx *ctx, uint64_t budget,
 	r->ctx = ctx;
 	r->ops = ops;
 	r->owner = owner;
-	r->budget = budget;
+	r->a = a;
 	r->page = (size_t)sysconf(_SC_PAGESIZE);
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->pf_cond, NULL);
+	pthread_mutex_lock(&a->lock);
+	a->refs++;
+	r->next = a->list;
+	a->list = r;
+	pthread_mutex_unlock(&a->lock);
 	ret = -pthread_create(&r->pf_thread, NULL, pf_main, r);
 	if (ret) {
 		olog_err(ctx, "residency: cannot start the prefetch thread: %s",
@@ -708,6 +883,22 @@ int residency_new(struct ortho_ctx *ctx, uint64_t budget,
 	return 0;
 }
 
+int residency_new(struct ortho_ctx *ctx, uint64_t budget,
+		  const struct res_ops *ops, void *owner,
+		  struct residency **out)
+{
+	struct res_account *a;
+	int ret;
+
+	*out = NULL;
+	ret = res_account_new(budget, &a);
+	if (ret)
+		return ret;
+	ret = residency_new_shared(ctx, a, ops, owner, out);
+	res_account_put(a);		/* the manager holds it now */
+	return ret;
+}
+
 int residency_add(struct residency *r, uint64_t size, unsigned int *out)
 {
 	struct res_unit *u;
@@ -715,12 +906,12 @@ int residency_add(struct residency *r, uint64_t size, unsigned int *out)
 
 	if (!size || size > SIZE_MAX - r->page)
 		return -EINVAL;
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	if (r->nunits == r->ucap) {
 		nc = r->ucap ? r->ucap * 2 : 16;
 		u = realloc(r->units, nc * sizeof(*u));
 		if (!u) {
-			pthread_mutex_unlock(&r->lock);
+			pthread_mutex_unlock(&r->a->lock);
 			return -ENOMEM;
 		}
 		r->units = u;
@@ -734,7 +925,7 @@ int residency_add(struct residency *r, uint64_t size, unsigned int *out)
 	u->bad_chunk = UINT32_MAX;
 	atomic_init(&u->cancel, 0);
 	*out = r->nunits++;
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	return 0;
 }
 
@@ -742,34 +933,58 @@ static void stop_prefetch(struct residency *r)
 {
 	unsigned int i;
 
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->a->lock);
 	r->stop = 1;
 	for (i = 0; i < r->nunits; i++)
 		atomic_store(&r->units[i].cancel, 1);
 	pthread_cond_broadcast(&r->pf_cond);
-	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->a->lock);
 	if (r->pf_started)
 		pthread_join(r->pf_thread, NULL);
 	r->pf_started = 0;
 }
 
+/* Is a unit of @r in flight (another manager's thread evicting it)? */
+static int units_busy(const struct residency *r)
+{
+	unsigned int i;
+
+	for (i = 0; i < r->nunits; i++)
+		if (r->units[i].state == ORTHO_SHARD_EVICTING ||
+		    r->units[i].state == ORTHO_SHARD_LOADING)
+			return 1;
+	return 0;
+}
+
 void residency_free(struct residency *r)
 {
+	struct res_account *a;
+	struct residency **pp;
 	unsigned int i;
 
 	if (!r)
 		return;
+	a = r->a;
 	stop_prefetch(r);
-	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&a->lock);
+	/* Off the list, then no one else starts on its units. */
+	for (pp = &a->list; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	while (units_busy(r))
+		pthread_cond_wait(&a->cond, &a->lock);
 	for (i = 0; i < r->nunits; i++)
 		if (r->units[i].state == ORTHO_SHARD_RESIDENT)
 			evict_one(r, i, 0);
 	while (unmap_one_free(r))
 		;
-	pthread_mutex_unlock(&r->lock);
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	res_account_put(a);
 	pthread_cond_destroy(&r->pf_cond);
-	pthread_cond_destroy(&r->cond);
-	pthread_mutex_destroy(&r->lock);
 	free(r->win);
 	free(r->units);
 	free(r);

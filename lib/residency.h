@@ -8,6 +8,13 @@
  * evicts the least recently used ones, wipes every slot before it is
  * reused or unmapped, and loads ahead in a background thread.
  *
+ * The budget is an account that several managers may share (one per
+ * model, the account the context's): the slots of all of them together
+ * stay within it. A manager short of room evicts its own units first,
+ * then other managers' (never a pinned one, and for a prefetch never one
+ * inside the other manager's prefetch window); when every byte is pinned
+ * or loading, an op waits as it does for its own units.
+ *
  * Unit states are enum ortho_shard_state: ABSENT, LOADING, RESIDENT,
  * EVICTING, then FAILED (the load failed: error and bad chunk kept),
  * DROPPED or REVOKED (for good).
@@ -21,6 +28,7 @@
 
 struct ortho_ctx;
 struct residency;
+struct res_account;
 
 struct res_ops {
 	/*
@@ -33,14 +41,60 @@ struct res_ops {
 	 */
 	int (*load)(void *owner, unsigned int u, void *mem, uint64_t size,
 		    int urgent, const atomic_int *cancel, uint32_t *bad_chunk);
-	/* Make @u unusable (release device copies); @mem is wiped next. */
+	/*
+	 * Make @u unusable (release device copies); @mem is wiped next. Any
+	 * manager sharing the budget may call it, from an op or prefetch
+	 * thread of its own.
+	 */
 	void (*unload)(void *owner, unsigned int u, void *mem);
+	/* Optional: @u's slot is wiped, the eviction done (same threads). */
+	void (*evicted)(void *owner, unsigned int u);
 	/* Name @u in messages ("shard 0123... tensor layers.0.wq"). */
 	void (*name)(void *owner, unsigned int u, char *buf, size_t len);
 };
 
 /**
- * residency_new() - an empty manager.
+ * res_account_new() - a budget managers can share.
+ * @budget: bytes of slots at most (page-rounded unit sizes), all managers
+ *	together; 0: no limit.
+ * @out: the account, with one reference (the caller's).
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int res_account_new(uint64_t budget, struct res_account **out);
+
+/**
+ * res_account_put() - drop a reference; the account goes with the last
+ * (each manager holds one).
+ * @a: the account, or NULL.
+ */
+void res_account_put(struct res_account *a);
+
+/**
+ * res_account_get_stats() - slot bytes of every manager sharing @a.
+ * @a: the account.
+ * @used: set to the bytes mapped or reserved now.
+ * @peak: set to the most there ever were.
+ */
+void res_account_get_stats(struct res_account *a, uint64_t *used,
+			   uint64_t *peak);
+
+/**
+ * residency_new_shared() - an empty manager drawing on account @a.
+ * @ctx: for messages and the device name.
+ * @a: the budget it shares (it takes a reference).
+ * @ops: the owner's callbacks.
+ * @owner: passed to them.
+ * @out: the manager.
+ *
+ * Return: 0, -ENOMEM, or -errno of starting the prefetch thread.
+ */
+int residency_new_shared(struct ortho_ctx *ctx, struct res_account *a,
+			 const struct res_ops *ops, void *owner,
+			 struct residency **out);
+
+/**
+ * residency_new() - an empty manager with a budget of its own.
  * @ctx: for messages and the device name.
  * @budget: bytes of slots at most (page-rounded unit sizes); 0: no limit.
  * @ops: the owner's callbacks.
@@ -55,7 +109,8 @@ int residency_new(struct ortho_ctx *ctx, uint64_t budget,
 
 /**
  * residency_free() - unload every unit, wipe and unmap every slot, stop
- * the prefetch thread.
+ * the prefetch thread; waits for evictions of its units that other
+ * managers have in flight.
  * @r: the manager, or NULL; no unit may be pinned.
  */
 void residency_free(struct residency *r);
@@ -81,9 +136,10 @@ int residency_add(struct residency *r, uint64_t size, unsigned int *u);
  *	dropped, larger than the budget): the op goes on without it.
  *
  * Waits while a unit it needs is loading or evicting, and while pinned
- * units leave no room; never while holding pins of its own, so threads
- * pinning sets of units cannot deadlock. A prefetch in progress that holds
- * the room it needs is cancelled. Units that do not fit the budget
+ * units (of any manager sharing the budget) leave no room; never while
+ * holding pins of its own, so threads pinning sets of units cannot
+ * deadlock. A prefetch in progress (of any of them) that holds the room
+ * it needs is cancelled. Units that do not fit the budget
  * together are left out (one warning each).
  *
  * Return: the number pinned.
@@ -107,9 +163,9 @@ void residency_unpin(struct residency *r, const unsigned int *u,
  * in that order as far as the budget allows, evicting only units no op
  * holds: outside the window the least recently used, inside it only those
  * needed after the one it loads, furthest first (for cyclic use, such as
- * the layers of a forward pass, that is the best choice there is). A load
- * in progress for a unit that left the window is not stopped. Returns at
- * once.
+ * the layers of a forward pass, that is the best choice there is), then
+ * other managers' units outside their own windows. A load in progress for
+ * a unit that left the window is not stopped. Returns at once.
  * @r: the manager.
  * @u: units (copied).
  * @n: how many; 0 clears the window.
@@ -174,6 +230,9 @@ struct res_stats {
 	uint64_t budget;		/* 0: no limit */
 	uint64_t used;			/* slot bytes mapped or reserved */
 	uint64_t peak;			/* most .used ever */
+	/* Of all the managers sharing the budget: */
+	uint64_t shared_used;		/* slot bytes mapped or reserved */
+	uint64_t shared_peak;		/* most .shared_used ever */
 	uint64_t resident;		/* bytes of resident units */
 	uint64_t loads;			/* loads that succeeded */
 	uint64_t prefetched;		/* of which by the prefetch thread */
@@ -200,5 +259,11 @@ void residency_get_stats(struct residency *r, struct res_stats *st);
 void residency_for_each_slot(struct residency *r,
 			     void (*fn)(void *user, const void *p, size_t len),
 			     void *user);
+
+/*
+ * Tests: when set, called by an eviction after the owner's unload and
+ * before the wipe, with no lock held. NULL in normal use.
+ */
+extern void (*residency_test_evict_hook)(void *owner, unsigned int u);
 
 #endif

@@ -5,7 +5,9 @@
  * (and waited for), sets of pins that cannot fit, the prefetch window and
  * its eviction order, an op cancelling a prefetch that holds its room, a
  * drop waiting for the op holding the unit, a failed load wiped, no limit,
- * and every slot wiped before it is unmapped.
+ * every slot wiped before it is unmapped, and managers sharing one budget
+ * (evicting their own units first, then each other's; waiting for each
+ * other's pins; a prefetch leaving the other's window alone).
  */
 #include <check.h>
 #include <errno.h>
@@ -466,6 +468,144 @@ START_TEST(test_free_wipes_every_slot)
 }
 END_TEST
 
+/* A manager on account @a over the NU units. */
+static struct residency *mgr_on(struct res_account *a)
+{
+	struct residency *r;
+	unsigned int u, id;
+
+	ck_assert_int_eq(residency_new_shared(o.ctx, a, &ops, &o, &r), 0);
+	for (u = 0; u < NU; u++) {
+		ck_assert_int_eq(residency_add(r, o.size[u], &id), 0);
+		ck_assert_uint_eq(id, u);
+	}
+	return r;
+}
+
+static uint64_t unit_cap(void)
+{
+	return (o.size[0] + 4095) & ~4095ull;
+}
+
+START_TEST(test_shared_budget)
+{
+	struct res_account *a;
+	struct residency *r1, *r2;
+	struct res_stats s1, s2;
+
+	ck_assert_int_eq(res_account_new(2 * unit_cap(), &a), 0);
+	r1 = mgr_on(a);
+	r2 = mgr_on(a);
+	res_account_put(a);		/* the managers hold it */
+	use(r1, 0);
+	use(r1, 1);
+	/* r2 has nothing of its own: r1's least recently used goes. */
+	use(r2, 2);
+	ck_assert_uint_eq(state(r1, 0), ORTHO_SHARD_ABSENT);
+	ck_assert_uint_eq(state(r1, 1), ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_eq(state(r2, 2), ORTHO_SHARD_RESIDENT);
+	/* Now its own goes first, though r1's is older. */
+	use(r2, 3);
+	ck_assert_uint_eq(state(r2, 2), ORTHO_SHARD_ABSENT);
+	ck_assert_uint_eq(state(r2, 3), ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_eq(state(r1, 1), ORTHO_SHARD_RESIDENT);
+	residency_get_stats(r1, &s1);
+	residency_get_stats(r2, &s2);
+	ck_assert_uint_eq(s1.evictions, 1);
+	ck_assert_uint_eq(s2.evictions, 1);
+	ck_assert_uint_eq(s1.used + s2.used, 2 * unit_cap());
+	ck_assert_uint_eq(s2.shared_used, 2 * unit_cap());
+	ck_assert_uint_le(s2.shared_peak, s2.budget);
+	ck_assert_uint_eq(s1.shared_peak, s2.shared_peak);
+	residency_free(r1);
+	residency_get_stats(r2, &s2);
+	ck_assert_uint_eq(s2.shared_used, s2.used);
+	ck_assert_uint_le(s2.used, unit_cap() * 2);
+	residency_free(r2);
+}
+END_TEST
+
+START_TEST(test_shared_pinned_waits)
+{
+	struct res_account *a;
+	struct residency *r1, *r2;
+	struct holder h1, h2;
+	uint64_t used, peak;
+	pthread_t t1, t2;
+
+	ck_assert_int_eq(res_account_new(unit_cap(), &a), 0);
+	r1 = mgr_on(a);
+	r2 = mgr_on(a);
+	memset(&h1, 0, sizeof(h1));
+	memset(&h2, 0, sizeof(h2));
+	h1.r = r1;
+	h1.u = 0;
+	h2.r = r2;
+	h2.u = 1;
+	ck_assert_int_eq(pthread_create(&t1, NULL, hold_fn, &h1), 0);
+	while (!atomic_load(&h1.pinned))
+		usleep(1000);
+	ck_assert_int_eq(pthread_create(&t2, NULL, hold_fn, &h2), 0);
+	usleep(100000);
+	/* The room is r1's pinned unit: r2 waits, r1's stays. */
+	ck_assert_int_eq(atomic_load(&h2.pinned), 0);
+	ck_assert_uint_eq(state(r1, 0), ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_eq(state(r2, 1), ORTHO_SHARD_ABSENT);
+	atomic_store(&h1.release, 1);
+	while (!atomic_load(&h2.pinned))
+		usleep(1000);
+	ck_assert_uint_eq(h2.got, 1);
+	ck_assert_uint_eq(state(r1, 0), ORTHO_SHARD_ABSENT);
+	ck_assert_uint_eq(state(r2, 1), ORTHO_SHARD_RESIDENT);
+	atomic_store(&h2.release, 1);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	res_account_get_stats(a, &used, &peak);
+	ck_assert_uint_le(peak, unit_cap());
+	residency_free(r2);
+	residency_free(r1);
+	res_account_get_stats(a, &used, &peak);
+	ck_assert_uint_eq(used, 0);
+	res_account_put(a);
+}
+END_TEST
+
+START_TEST(test_shared_prefetch)
+{
+	unsigned int w1[2] = { 0, 1 }, w2[2] = { 2, 3 }, u = 2;
+	struct res_account *a;
+	struct residency *r1, *r2;
+
+	ck_assert_int_eq(res_account_new(2 * unit_cap(), &a), 0);
+	r1 = mgr_on(a);
+	r2 = mgr_on(a);
+	res_account_put(a);
+	ck_assert_int_eq(residency_prefetch(r1, w1, 2), 0);
+	residency_wait_idle(r1);
+	ck_assert_uint_eq(state(r1, 0), ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_eq(state(r1, 1), ORTHO_SHARD_RESIDENT);
+	/* r2's prefetch leaves r1's window alone... */
+	ck_assert_int_eq(residency_prefetch(r2, &u, 1), 0);
+	residency_wait_idle(r2);
+	ck_assert_uint_eq(state(r2, 2), ORTHO_SHARD_ABSENT);
+	ck_assert_uint_eq(state(r1, 1), ORTHO_SHARD_RESIDENT);
+	/* ...an op of r2's does not: r1's unit needed last goes. */
+	use(r2, 2);
+	ck_assert_uint_eq(state(r1, 0), ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_eq(state(r1, 1), ORTHO_SHARD_ABSENT);
+	/* Outside r1's window now, r1's unit is fair game for a prefetch. */
+	ck_assert_int_eq(residency_prefetch(r1, NULL, 0), 0);
+	ck_assert_int_eq(residency_prefetch(r2, w2, 2), 0);
+	residency_wait_idle(r2);
+	ck_assert_uint_eq(state(r1, 0), ORTHO_SHARD_ABSENT);
+	ck_assert_uint_eq(state(r2, 2), ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_eq(state(r2, 3), ORTHO_SHARD_RESIDENT);
+	use(r2, 3);
+	residency_free(r1);
+	residency_free(r2);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("residency");
@@ -482,6 +622,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_failed_load_wiped);
 	tcase_add_test(tc, test_no_limit);
 	tcase_add_test(tc, test_free_wipes_every_slot);
+	tcase_add_test(tc, test_shared_budget);
+	tcase_add_test(tc, test_shared_pinned_waits);
+	tcase_add_test(tc, test_shared_prefetch);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -5,8 +5,9 @@
  * (per-tensor units), prefetch, introspection, eviction and close wiping
  * every slot and staging buffer, a tampered chunk in the middle of a
  * stream and a file truncated under an open model (the model goes on with
- * Base), the pread path giving the same bytes, and concurrent forward
- * passes from several threads.
+ * Base), the pread path giving the same bytes, concurrent forward passes
+ * from several threads, the EVICTING state while a shard is wiped, and two
+ * models in one context sharing its budget.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -58,6 +59,27 @@ static uint64_t resident_sum(struct ortho_model *mo)
 		sum += si.bytes;
 	}
 	return sum;
+}
+
+struct lscan {
+	unsigned int l, hits;
+};
+
+static void lscan_fn(void *user, const void *p, size_t len)
+{
+	struct lscan *s = user;
+
+	if (rf_has_canary(p, len, s->l))
+		s->hits++;
+}
+
+/* How many slots hold layer @l's plaintext. */
+static unsigned int canary_slots(struct ortho_model *mo, unsigned int l)
+{
+	struct lscan s = { l, 0 };
+
+	residency_for_each_slot(mo->res, lscan_fn, &s);
+	return s.hits;
 }
 
 static void pressure(uint64_t budget, unsigned int want_units)
@@ -174,11 +196,22 @@ START_TEST(test_wiped_after_eviction_and_close)
 	uint64_t budget = g.total / 4;
 	struct ortho_ctx *ctx = rf_ctx(budget, &lg);
 	struct ortho_model *mo = rf_open(ctx, &g, 0, 0);
-	struct scan s = { 0 }, st = { 0 };
-	unsigned int l;
+	struct scan s = { 0 }, st = { 0 }, before = { 0 };
+	struct ortho_shard_info si;
+	unsigned int l, unit;
+	void *mem;
 
 	forward(mo, 1, 1, budget);
 	residency_wait_idle(mo->res);
+	/* The scan finds plaintext where there is some: layer 0, held. */
+	unit = mo->shards[rf_shard_index(mo, 0)].unit0;
+	ck_assert_uint_eq(residency_pin(mo->res, &unit, 1, &mem), 1);
+	rf_info(mo, 0, &si);
+	ck_assert_uint_eq(si.state, ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_gt(canary_slots(mo, 0), 0);
+	residency_unpin(mo->res, &unit, 1, &mem);
+	residency_for_each_slot(mo->res, scan_fn, &before);
+	ck_assert_uint_gt(before.canary, 0);
 	for (l = 0; l < NL; l++)
 		shard_unload(mo, &mo->shards[rf_shard_index(mo, l)],
 			     ORTHO_SHARD_ABSENT);
@@ -193,6 +226,7 @@ START_TEST(test_wiped_after_eviction_and_close)
 
 	/* Resident again, then closed: everything unmapped is zero. */
 	forward(mo, 1, 0, budget);
+	ck_assert_uint_gt(canary_slots(mo, NL - 1), 0);
 	memset(&unmapped, 0, sizeof(unmapped));
 	ortho_test_unmap_hook = unmap_hook;
 	ortho_model_close(mo);
@@ -230,27 +264,6 @@ static void flip(const char *path, uint64_t off)
 	ck_assert_int_eq(fseek(f, (long)off, SEEK_SET), 0);
 	fputc(c ^ 0x20, f);
 	fclose(f);
-}
-
-struct lscan {
-	unsigned int l, hits;
-};
-
-static void lscan_fn(void *user, const void *p, size_t len)
-{
-	struct lscan *s = user;
-
-	if (rf_has_canary(p, len, s->l))
-		s->hits++;
-}
-
-/* How many slots hold layer @l's plaintext. */
-static unsigned int canary_slots(struct ortho_model *mo, unsigned int l)
-{
-	struct lscan s = { l, 0 };
-
-	residency_for_each_slot(mo->res, lscan_fn, &s);
-	return s.hits;
 }
 
 /* Layer 1 is FAILED with @err and runs on Base; the others are fine. */
@@ -471,6 +484,7 @@ START_TEST(test_drop_under_budget)
 	residency_wait_idle(mo->res);
 	rf_info(mo, 0, &si);
 	ck_assert_uint_eq(si.state, ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_gt(canary_slots(mo, 0), 0);
 	ck_assert_int_eq(ortho_model_drop_shard(mo, si.id), 0);
 	rf_info(mo, 0, &si);
 	ck_assert_uint_eq(si.state, ORTHO_SHARD_DROPPED);
@@ -496,6 +510,255 @@ START_TEST(test_drop_under_budget)
 }
 END_TEST
 
+/* What an eviction's hook saw of the shard, before its slot was wiped. */
+static struct {
+	struct ortho_model *mo;
+	unsigned int calls, canary;
+	struct ortho_shard_info si;
+} ev;
+
+static void evict_hook(void *owner, unsigned int u)
+{
+	struct ortho_model *mo = owner;
+
+	if (mo != ev.mo)
+		return;
+	ev.calls++;
+	memset(&ev.si, 0, sizeof(ev.si));
+	ev.si.sz = sizeof(ev.si);
+	ortho_shard_info_get(mo, mo->units[u].shard, &ev.si);
+	ev.canary = canary_slots(mo, ev.si.layer);
+}
+
+/* Evict unit @u of @mo, recording what the hook saw. */
+static void evict_watched(struct ortho_model *mo, unsigned int u)
+{
+	memset(&ev, 0, sizeof(ev));
+	ev.mo = mo;
+	residency_test_evict_hook = evict_hook;
+	ck_assert_int_eq(residency_evict(mo->res, u), 0);
+	residency_test_evict_hook = NULL;
+	ck_assert_uint_eq(ev.calls, 1);
+}
+
+/* The unit of layer @l's shard holding tensor @name, per-tensor units. */
+static unsigned int unit_of(struct ortho_model *mo, unsigned int l,
+			    const char *suffix)
+{
+	struct model_shard *s = &mo->shards[rf_shard_index(mo, l)];
+	unsigned int k;
+	char name[32];
+
+	snprintf(name, sizeof(name), "layers.%u.%s", l, suffix);
+	for (k = 0; k < s->nunits; k++) {
+		struct model_unit *u = &mo->units[s->unit0 + k];
+
+		if (u->entry >= 0 && !strcmp(s->dir[u->entry].e.name, name))
+			return s->unit0 + k;
+	}
+	ck_abort_msg("no unit for %s", name);
+	return 0;
+}
+
+START_TEST(test_evicting_state)
+{
+	struct ortho_ctx *ctx = rf_ctx(g.total / 4, &lg);
+	struct ortho_model *mo = rf_open(ctx, &g, 0, 0);
+	struct ortho_shard_info si, before;
+	uint64_t seed = 21;
+
+	/* A whole shard: EVICTING, bytes still there, until it is wiped. */
+	residency_wait_idle(mo->res);
+	rf_info(mo, 0, &si);
+	ck_assert_uint_eq(si.state, ORTHO_SHARD_RESIDENT);
+	evict_watched(mo, mo->shards[rf_shard_index(mo, 0)].unit0);
+	ck_assert_uint_eq(ev.si.layer, 0);
+	ck_assert_uint_eq(ev.si.state, ORTHO_SHARD_EVICTING);
+	ck_assert_uint_eq(ev.si.bytes, si.plaintext_len);
+	ck_assert_str_eq(ev.si.device, "cpu");
+	ck_assert_uint_gt(ev.canary, 0);
+	rf_info(mo, 0, &si);
+	ck_assert_uint_eq(si.state, ORTHO_SHARD_ABSENT);
+	ck_assert_uint_eq(si.bytes, 0);
+	ck_assert_uint_eq(canary_slots(mo, 0), 0);
+	ck_assert(rf_op(mo, &g, 0, 0, 1, &seed));
+	ortho_model_close(mo);
+	ortho_ctx_free(ctx);
+
+	/* One tensor of a shard: EVICTING, then RESIDENT with the rest. */
+	ctx = rf_ctx(g.shard_bytes[0] * 3 / 4, &lg);
+	mo = rf_open(ctx, &g, 0, 0);
+	residency_wait_idle(mo->res);
+	ck_assert(rf_op(mo, &g, 0, 0, 1, &seed));
+	ck_assert(rf_op(mo, &g, 0, 1, 1, &seed));
+	rf_info(mo, 0, &before);
+	ck_assert_uint_eq(before.state, ORTHO_SHARD_RESIDENT);
+	evict_watched(mo, unit_of(mo, 0, "wb"));
+	ck_assert_uint_eq(ev.si.state, ORTHO_SHARD_EVICTING);
+	ck_assert_uint_eq(ev.si.bytes, before.bytes);
+	rf_info(mo, 0, &si);
+	ck_assert_uint_eq(si.state, ORTHO_SHARD_RESIDENT);
+	ck_assert_uint_gt(si.bytes, 0);
+	ck_assert_uint_lt(si.bytes, before.bytes);
+	ck_assert_uint_eq(si.since_ns, before.since_ns);
+	ck_assert(rf_op(mo, &g, 0, 1, 1, &seed));
+	ortho_model_close(mo);
+	ortho_ctx_free(ctx);
+}
+END_TEST
+
+/*
+ * Both models at rest (their prefetch threads idle): resident bytes of
+ * both, through the API, in any state, and the context's slot bytes
+ * (mapped or reserved) now and at their peak, are within @budget.
+ */
+static void two_within(struct ortho_model **mo, uint64_t budget)
+{
+	struct res_stats a, b;
+
+	residency_wait_idle(mo[0]->res);
+	residency_wait_idle(mo[1]->res);
+	ck_assert_uint_le(resident_sum(mo[0]) + resident_sum(mo[1]), budget);
+	residency_get_stats(mo[0]->res, &a);
+	residency_get_stats(mo[1]->res, &b);
+	ck_assert_uint_eq(a.shared_used, b.shared_used);
+	ck_assert_uint_eq(a.shared_used, a.used + b.used);
+	ck_assert_uint_le(a.shared_used, budget);
+	ck_assert_uint_le(a.shared_peak, budget);
+}
+
+/* The packed model opened twice in one context under @budget. */
+static struct ortho_ctx *two_open(uint64_t budget, struct ortho_model **mo)
+{
+	struct ortho_ctx *ctx = rf_ctx(budget, &lg);
+	uint64_t seed = 31, had;
+
+	ck_assert_uint_lt(budget, 2 * g.total);
+	mo[0] = rf_open(ctx, &g, 0, 0);
+	residency_wait_idle(mo[0]->res);
+	had = resident_sum(mo[0]);
+	ck_assert_uint_gt(had, 0);
+	mo[1] = rf_open(ctx, &g, 0, 0);
+	/* One stream (decrypt workers) for both. */
+	ck_assert_ptr_eq(mo[0]->stream, mo[1]->stream);
+	two_within(mo, budget);
+	/*
+	 * The first filled the budget with its next layers; the second's
+	 * prefetch leaves them alone, its op does not.
+	 */
+	ck_assert_uint_eq(resident_sum(mo[1]), 0);
+	ck_assert(rf_op(mo[1], &g, 0, 0, 1, &seed));
+	ck_assert_uint_lt(resident_sum(mo[0]), had);
+	ck_assert_uint_gt(resident_sum(mo[1]), 0);
+	two_within(mo, budget);
+	return ctx;
+}
+
+static void two_close(struct ortho_ctx *ctx, struct ortho_model **mo)
+{
+	uint64_t seed = 32;
+	unsigned int k;
+
+	/* The second goes on alone, on the stream they shared. */
+	ortho_model_close(mo[0]);
+	for (k = 0; k < RF_NT; k++)
+		ck_assert(rf_op(mo[1], &g, NL - 1, k, 1, &seed));
+	ortho_model_close(mo[1]);
+	ortho_ctx_free(ctx);
+}
+
+START_TEST(test_two_models_interleaved)
+{
+	uint64_t budgets[] = { g.total / 4, g.shard_bytes[0] * 3 / 4 };
+	struct ortho_model *mo[2];
+	struct ortho_ctx *ctx;
+	unsigned int b, n, k, i, at[2];
+	struct res_stats st;
+	uint64_t seed = 33;
+
+	for (b = 0; b < 2; b++) {
+		ctx = two_open(budgets[b], mo);
+		/* Two forward passes each, four layers apart, op by op. */
+		for (n = 0; n < 2 * NL; n++) {
+			for (i = 0; i < 2; i++) {
+				at[i] = (n + i * 4) % NL;
+				ck_assert_int_eq(ortho_model_prefetch(mo[i],
+								      at[i],
+								      NL), 0);
+			}
+			for (k = 0; k < RF_NT; k++)
+				for (i = 0; i < 2; i++) {
+					ck_assert_msg(rf_op(mo[i], &g, at[i],
+							    k, 1, &seed),
+						      "model %u layer %u "
+						      "tensor %u wrong", i,
+						      at[i], k);
+					two_within(mo, budgets[b]);
+				}
+		}
+		for (i = 0; i < 2; i++) {
+			residency_get_stats(mo[i]->res, &st);
+			ck_assert_uint_gt(st.evictions, 0);
+			ck_assert_uint_le(st.peak, budgets[b]);
+		}
+		two_close(ctx, mo);
+	}
+}
+END_TEST
+
+struct two {
+	struct ortho_model **mo;
+	unsigned int first;
+	uint64_t seed;
+	unsigned int fails;
+};
+
+/* Ops on both models in turn, random layers, with prefetch hints. */
+static void *two_fn(void *arg)
+{
+	struct two *t = arg;
+	struct ortho_model *mo;
+	unsigned int it, l;
+
+	for (it = 0; it < 40; it++) {
+		mo = t->mo[(t->first + it / 2) % 2];
+		l = (unsigned int)(tu_rand(&t->seed) % NL);
+		if (it % 3 == 0)
+			ortho_model_prefetch(mo, l, NL);
+		if (!rf_op(mo, &g, l, (unsigned int)(tu_rand(&t->seed) %
+						     RF_NT), 1, &t->seed))
+			t->fails++;
+	}
+	return NULL;
+}
+
+START_TEST(test_two_models_threads)
+{
+	uint64_t budgets[] = { g.total / 4, g.shard_bytes[0] * 3 / 4 };
+	struct ortho_model *mo[2];
+	struct ortho_ctx *ctx;
+	struct two t[2];
+	pthread_t th[2];
+	unsigned int b, i;
+
+	for (b = 0; b < 2; b++) {
+		ctx = two_open(budgets[b], mo);
+		for (i = 0; i < 2; i++) {
+			t[i] = (struct two){ .mo = mo, .first = i,
+					     .seed = 700 + i };
+			ck_assert_int_eq(pthread_create(&th[i], NULL, two_fn,
+							&t[i]), 0);
+		}
+		for (i = 0; i < 2; i++) {
+			pthread_join(th[i], NULL);
+			ck_assert_uint_eq(t[i].fails, 0);
+		}
+		two_within(mo, budgets[b]);
+		two_close(ctx, mo);
+	}
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("residency_model");
@@ -513,6 +776,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_pread_same_results);
 	tcase_add_test(tc, test_concurrent_passes);
 	tcase_add_test(tc, test_drop_under_budget);
+	tcase_add_test(tc, test_evicting_state);
+	tcase_add_test(tc, test_two_models_interleaved);
+	tcase_add_test(tc, test_two_models_threads);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -59,7 +59,16 @@ struct ortho_ctx_opts {
 	ortho_log_fn log_fn;
 	void *log_user;
 	int log_level;
-	/* Byte budget for resident Ortho shards; 0 means no limit. */
+	/*
+	 * Byte budget for resident Ortho shards (decrypted, each rounded up
+	 * to whole pages) of all the models open in this context together;
+	 * 0 means no limit. A model short of room evicts the least recently
+	 * used shards no op is using, its own first, then other models'.
+	 * A shard of several tensors larger than half the budget is paged
+	 * in one tensor at a time. A shard, or such a tensor, larger than
+	 * the whole budget is not used (a warning; ops run on the Base
+	 * alone for its tensors, and a strict open fails).
+	 */
 	uint64_t ortho_budget;
 	/*
 	 * Key authority (orthod): "unix:PATH". NULL means $ORTHO_AUTHORITY,
@@ -337,7 +346,7 @@ enum ortho_shard_state {
 	ORTHO_SHARD_ABSENT = 0,		/* known, not loaded */
 	ORTHO_SHARD_LOADING = 1,
 	ORTHO_SHARD_RESIDENT = 2,	/* in use by ortho_linear() */
-	ORTHO_SHARD_EVICTING = 3,
+	ORTHO_SHARD_EVICTING = 3,	/* being unloaded and wiped */
 	ORTHO_SHARD_REVOKED = 4,	/* dropped for good, bytes wiped */
 	ORTHO_SHARD_NO_KEY = 5,		/* no key in the key source */
 	ORTHO_SHARD_FAILED = 6,		/* bad file; see .error */
