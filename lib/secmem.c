@@ -6,6 +6,7 @@
  * sees zeros, and it is wiped before the pages go back to the kernel.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,6 +17,9 @@
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18	/* Linux 4.14; older headers lack it */
 #endif
+
+static atomic_ulong lock_failures;
+static atomic_int lock_last_err;
 
 static size_t secmem_len(size_t size)
 {
@@ -28,10 +32,11 @@ static size_t secmem_len(size_t size)
 	return (size + page - 1) & ~(page - 1);
 }
 
-void *secmem_alloc(size_t size)
+void *secmem_alloc_lock(size_t size, int *lock_err)
 {
 	size_t len = secmem_len(size);
 	void *p;
+	int err;
 
 	if (!len) {
 		errno = ENOMEM;
@@ -44,8 +49,8 @@ void *secmem_alloc(size_t size)
 	/*
 	 * Keeping secrets out of core dumps is not optional; a kernel without
 	 * MADV_DONTDUMP gets no secrets from us. Locking and wipe-on-fork are
-	 * best effort: RLIMIT_MEMLOCK is often small, and old kernels lack
-	 * MADV_WIPEONFORK.
+	 * best effort: RLIMIT_MEMLOCK is often small (failures are counted
+	 * for callers to report), and old kernels lack MADV_WIPEONFORK.
 	 */
 	if (madvise(p, len, MADV_DONTDUMP)) {
 		int e = errno;
@@ -55,8 +60,28 @@ void *secmem_alloc(size_t size)
 		return NULL;
 	}
 	(void)madvise(p, len, MADV_WIPEONFORK);
-	(void)mlock(p, len);
+	err = mlock(p, len) ? -errno : 0;
+	if (err) {
+		atomic_store(&lock_last_err, err);
+		atomic_fetch_add(&lock_failures, 1);
+	}
+	if (lock_err)
+		*lock_err = err;
 	return p;
+}
+
+void *secmem_alloc(size_t size)
+{
+	return secmem_alloc_lock(size, NULL);
+}
+
+unsigned long secmem_lock_failures(int *last_err)
+{
+	unsigned long n = atomic_load(&lock_failures);
+
+	if (last_err)
+		*last_err = n ? atomic_load(&lock_last_err) : 0;
+	return n;
 }
 
 void secmem_wipe(void *p, size_t size)

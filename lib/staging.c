@@ -4,7 +4,10 @@
  * secmem (anonymous, mlocked, MADV_DONTDUMP, wiped before unmap); they are
  * registered with the ring as fixed buffers and the shard file goes into a
  * registered slot, which saves the kernel a page-pinning walk and a file
- * lookup per read. Only liburing 2.3 calls are used (Debian 12).
+ * lookup per read. Locking and registering count against RLIMIT_MEMLOCK
+ * (unless CAP_IPC_LOCK): what failed is recorded in struct staging, the
+ * lane's owner warns, and reads go on into unlocked, unregistered buffers.
+ * Only liburing 2.3 calls are used (Debian 12).
  *
  * A lane is used by one thread at a time (lib/stream.c hands them out), so
  * nothing here locks.
@@ -22,38 +25,41 @@
 void (*ortho_test_unmap_hook)(const void *p, size_t len);
 
 #ifdef HAVE_URING
-static void register_bufs(struct ortho_ctx *ctx, struct staging *st)
+static void register_bufs(struct staging *st)
 {
 	struct iovec *iov = calloc(st->nbuf, sizeof(*iov));
 	unsigned int b;
 	int ret;
 
-	if (!iov)
+	if (!iov) {
+		st->bufs_err = -ENOMEM;
 		return;
+	}
 	for (b = 0; b < st->nbuf; b++) {
 		iov[b].iov_base = staging_buf(st, b);
 		iov[b].iov_len = st->buf_size;
 	}
-	/* Pinning counts against RLIMIT_MEMLOCK: plain reads work too. */
+	/*
+	 * Pinning counts against RLIMIT_MEMLOCK (without CAP_IPC_LOCK):
+	 * without fixed buffers the reads are plain IORING_OP_READ.
+	 */
 	ret = io_uring_register_buffers(&st->ring, iov, st->nbuf);
 	free(iov);
 	if (ret) {
-		olog_dbg(ctx, "stream: staging not registered with io_uring "
-			 "(%s): plain reads", strerror(-ret));
+		st->bufs_err = ret;
 		return;
 	}
 	st->fixed_bufs = 1;
 }
 
-static void register_file_slot(struct ortho_ctx *ctx, struct staging *st)
+static void register_file_slot(struct staging *st)
 {
 	int none = -1;
 	int ret;
 
 	ret = io_uring_register_files(&st->ring, &none, 1);
 	if (ret) {
-		olog_dbg(ctx, "stream: no registered file slot (%s)",
-			 strerror(-ret));
+		st->file_err = ret;
 		return;
 	}
 	st->fixed_file = 1;
@@ -67,8 +73,8 @@ static int ring_setup(struct ortho_ctx *ctx, struct staging *st,
 	if (ret)
 		return ret;
 	st->have_ring = 1;
-	register_bufs(ctx, st);
-	register_file_slot(ctx, st);
+	register_bufs(st);
+	register_file_slot(st);
 	return 0;
 }
 #else
@@ -88,11 +94,12 @@ int staging_init(struct ortho_ctx *ctx, struct staging *st, unsigned int nbuf,
 	st->nbuf = nbuf;
 	st->buf_size = buf_size;
 	st->used = calloc(nbuf, sizeof(*st->used));
-	st->mem = secmem_alloc((size_t)nbuf * buf_size);
+	st->mem = secmem_alloc_lock((size_t)nbuf * buf_size, &st->lock_err);
 	if (!st->used || !st->mem) {
 		staging_fini(st);
 		return -ENOMEM;
 	}
+	st->locked = !st->lock_err;
 	if (want_ring)
 		*ring_err = ring_setup(ctx, st, qd);
 	return 0;

@@ -29,13 +29,20 @@ struct staging {
 	int fixed_bufs;			/* buffers registered with the ring */
 	int fixed_file;			/* a file slot registered */
 	int file_set;			/* the slot holds a file now */
+	int locked;			/* mem is mlocked */
+	int lock_err;			/* else mlock's -errno */
+	int bufs_err;			/* -errno registering the buffers */
+	int file_err;			/* -errno registering the file slot */
 };
 
 /**
  * staging_init() - map @nbuf buffers of @buf_size bytes and, when
  * @want_ring, set up a ring of @qd entries and register buffers and a file
- * slot with it. Registration is best effort (the ring works without); a
- * ring that cannot be set up is not an error: @ring_err tells why.
+ * slot with it. Locking and registration are best effort (plain reads into
+ * unregistered buffers work too): st->locked, st->fixed_bufs and
+ * st->fixed_file say what worked, st->lock_err, st->bufs_err and
+ * st->file_err why not; nothing is logged here, the caller reports it once.
+ * A ring that cannot be set up is not an error: @ring_err tells why.
  * @ctx: for messages.
  * @st: filled in.
  * @nbuf: buffers.

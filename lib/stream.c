@@ -209,8 +209,7 @@ static struct sbuf *buf_next(struct stream *s, struct lane *l, struct job *j,
 
 /* Where the rest of @b's chunk is read from, and how much to ask for. */
 static void read_span(const struct stream *s, const struct job *j,
-		      const struct sbuf *b, size_t *boff, size_t *len,
-		      uint64_t *off)
+		      struct sbuf *b)
 {
 	size_t from = b->done, to = b->want;
 
@@ -221,39 +220,60 @@ static void read_span(const struct stream *s, const struct job *j,
 	}
 	if (s->max_read && to - from > s->max_read)
 		to = from + s->max_read;
-	*boff = from;
-	*len = to - from;
-	*off = j->f->hdr.data_offset + (uint64_t)b->chunk * OSH_CHUNK_SIZE +
-	       from;
+	b->boff = (uint32_t)from;
+	b->len = (uint32_t)(to - from);
+	b->off = j->f->hdr.data_offset + (uint64_t)b->chunk * OSH_CHUNK_SIZE +
+		 from;
+	b->direct = j->direct;
 }
 
 /*
- * Account for @res more bytes of @b. Return: 1 when the chunk is complete,
- * 0 when more must be read, or a negative errno (logged).
+ * O_DIRECT reads of @j were refused with @err (EINVAL: the file system
+ * took the flag at open but wants other alignment): read the rest of the
+ * job buffered. Reads already issued on the O_DIRECT descriptor fail or
+ * complete on their own and are read again buffered where they failed.
+ */
+static void job_buffered(struct stream *s, struct lane *l, struct job *j,
+			 int err)
+{
+	if (!j->direct)
+		return;
+	j->direct = 0;
+	j->fd = j->f->fd;
+	/* A slot that cannot be updated is left: reads then name j->fd. */
+	if (l->st.file_set)
+		staging_set_file(&l->st, j->fd);
+	olog_dbg(s->ctx, "shard %s: O_DIRECT reads refused (%s): buffered "
+		 "reads", j->id, strerror(-err));
+}
+
+/*
+ * Account for @res more bytes of @b's read. Return: 1 when the chunk is
+ * complete, 0 when more must be read, or a negative errno (logged).
  */
 static int read_progress(struct stream *s, struct job *j, struct sbuf *b,
 			 int res)
 {
-	size_t boff, len;
-	uint64_t off;
-
-	read_span(s, j, b, &boff, &len, &off);
+	if (res == -EINVAL && b->direct) {
+		job_buffered(s, b->lane, j, res);
+		return 0;
+	}
 	if (res < 0) {
 		if ((res == -EAGAIN || res == -EINTR) &&
 		    b->retries++ < MAX_RETRIES)
 			return 0;
 		olog_err(s->ctx, "shard %s: chunk %u: read at byte %" PRIu64
-			 ": %s", j->id, b->chunk, off, strerror(-res));
+			 ": %s", j->id, b->chunk, b->off, strerror(-res));
 		return res;
 	}
 	/* O_DIRECT re-reads from an aligned offset: no progress is EOF too. */
-	if (!res || boff + (size_t)res <= b->done) {
+	if (!res || b->boff + (size_t)res <= b->done) {
 		olog_err(s->ctx, "shard %s: chunk %u: the file ends at byte %"
 			 PRIu64 ", inside the chunk (truncated?)", j->id,
-			 b->chunk, off + (uint64_t)res);
+			 b->chunk, b->off + (uint64_t)res);
 		return -EIO;
 	}
-	b->done = (uint32_t)(boff + (size_t)res);
+	b->done = (uint32_t)(b->boff + (size_t)res);
 	pthread_mutex_lock(&s->lock);
 	s->stats.reads++;
 	s->stats.bytes += (uint64_t)res;
@@ -269,15 +289,13 @@ static int pread_chunk(struct stream *s, struct lane *l, struct job *j,
 		       struct sbuf *b)
 {
 	uint8_t *buf = staging_buf(&l->st, b->idx);
-	size_t boff, len;
-	uint64_t off;
 	ssize_t n;
 	int ret;
 
 	do {
-		read_span(s, j, b, &boff, &len, &off);
-		staging_touch(&l->st, b->idx, boff + len);
-		n = pread(j->fd, buf + boff, len, (off_t)off);
+		read_span(s, j, b);
+		staging_touch(&l->st, b->idx, (size_t)b->boff + b->len);
+		n = pread(j->fd, buf + b->boff, b->len, (off_t)b->off);
 		ret = read_progress(s, j, b, n < 0 ? -errno : (int)n);
 	} while (!ret);
 	return ret < 0 ? ret : 0;
@@ -317,12 +335,10 @@ struct uring_run {
 static void issue(struct stream *s, struct lane *l, struct job *j,
 		  struct sbuf *b, struct uring_run *u)
 {
-	size_t boff, len;
-	uint64_t off;
-
-	read_span(s, j, b, &boff, &len, &off);
+	read_span(s, j, b);
 	/* The ring has qd entries and never more than qd reads are owned. */
-	if (staging_queue_read(&l->st, j->fd, b->idx, boff, len, off))
+	if (staging_queue_read(&l->st, j->fd, b->idx, b->boff, b->len,
+			       b->off))
 		abort();
 	u->unsubmitted++;
 }
@@ -436,6 +452,7 @@ static void job_open_fd(struct stream *s, struct job *j)
 	int fd;
 
 	j->fd = j->f->fd;
+	j->dfd = -1;
 	if (!(s->flags & STREAM_DIRECT))
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", j->f->fd);
@@ -445,8 +462,23 @@ static void job_open_fd(struct stream *s, struct job *j)
 			 "reads", j->id, strerror(errno));
 		return;
 	}
-	j->fd = fd;
+	j->fd = j->dfd = fd;
 	j->direct = 1;
+}
+
+/* Close @j's O_DIRECT descriptor and count how the page-in read. */
+static void job_close_fd(struct stream *s, struct job *j)
+{
+	if (!(s->flags & STREAM_DIRECT))
+		return;
+	if (j->dfd >= 0)
+		close(j->dfd);
+	pthread_mutex_lock(&s->lock);
+	if (j->direct)
+		s->stats.direct_pageins++;
+	else
+		s->stats.direct_fallbacks++;
+	pthread_mutex_unlock(&s->lock);
 }
 
 static int job_init(struct job *j, struct stream_req *r)
@@ -484,6 +516,7 @@ int stream_read(struct stream *s, struct stream_req *r)
 	ret = stream_lane_get(s, &l);
 	if (ret)
 		return ret;
+	stream_memlock_check(s);
 	job_open_fd(s, &j);
 	if (l->st.have_ring) {
 		staging_set_file(&l->st, j.fd);
@@ -494,8 +527,7 @@ int stream_read(struct stream *s, struct stream_req *r)
 		run_pread(s, l, &j);
 	}
 	staging_wipe(&l->st);
-	if (j.fd != r->f->fd)
-		close(j.fd);
+	job_close_fd(s, &j);
 	stream_lane_put(s, l);
 	if (!j.err)
 		return 0;

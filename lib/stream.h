@@ -2,7 +2,9 @@
 /*
  * Streaming page-in of shard chunks: ciphertext is read into staging
  * buffers (anonymous, mlocked, MADV_DONTDUMP, registered with io_uring as
- * fixed buffers, the shard file registered too) and a pool of decrypt
+ * fixed buffers, the shard file registered too; where RLIMIT_MEMLOCK is
+ * too small for locking or registering, the stream warns once and reads
+ * into unlocked, unregistered buffers) and a pool of decrypt
  * workers authenticates and decrypts each chunk as it arrives, in any
  * order, straight into its destination. When io_uring cannot be used (an
  * old kernel, kernel.io_uring_disabled, a seccomp filter: the ring cannot
@@ -30,7 +32,7 @@ enum stream_flags {
 	/*
 	 * O_DIRECT reads, for cold reads of large files: the page cache is
 	 * bypassed. Falls back to buffered reads where the file system
-	 * refuses O_DIRECT.
+	 * refuses O_DIRECT: at open, or a read with EINVAL (its alignment).
 	 */
 	STREAM_DIRECT = 1u << 1,
 };
@@ -130,6 +132,23 @@ struct stream_info {
 	unsigned int lanes;		/* set up so far */
 	int uring;			/* 1: io_uring in use, 0: pread */
 	int direct;			/* STREAM_DIRECT asked for */
+	/*
+	 * Of every lane set up so far (0 while there is none): its staging
+	 * is mlocked; its buffers are registered with its ring as fixed
+	 * buffers, and a file slot is (0 on the pread path). Each needs
+	 * RLIMIT_MEMLOCK room (or CAP_IPC_LOCK); a stream without it works
+	 * and warns once.
+	 */
+	int locked;
+	int fixed_bufs;
+	int fixed_file;
+	/*
+	 * STREAM_DIRECT page-ins read with O_DIRECT from start to end, and
+	 * those that read buffered instead (O_DIRECT refused at open, or its
+	 * reads refused with EINVAL: alignment the file system wants).
+	 */
+	uint64_t direct_pageins;
+	uint64_t direct_fallbacks;
 	uint64_t reads;			/* read requests completed */
 	uint64_t short_reads;		/* of which resumed after a short read */
 	uint64_t bytes;			/* ciphertext bytes read */

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "secmem.h"
 #include "stream_priv.h"
 
 /* ---- lanes ---- */
@@ -45,6 +47,89 @@ static void ring_failed(struct stream *s, int err)
 			  "shards are read with pread", strerror(-err));
 }
 
+/* ---- RLIMIT_MEMLOCK: one warning per stream ---- */
+
+/* Claim the stream's one warning. Return: 1 when the caller logs it. */
+static int memlock_claim(struct stream *s)
+{
+	int first;
+
+	pthread_mutex_lock(&s->lock);
+	first = !s->memlock_warned;
+	s->memlock_warned = 1;
+	pthread_mutex_unlock(&s->lock);
+	return first;
+}
+
+/* @what failed; say what the limit is and what to do about it. */
+static void memlock_warn(struct stream *s, const char *what)
+{
+	size_t staging = (size_t)s->max_lanes * s->nbuf * OSH_CHUNK_SIZE;
+	struct rlimit rl;
+	char lim[32];
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl))
+		snprintf(lim, sizeof(lim), "unknown");
+	else if (rl.rlim_cur == RLIM_INFINITY)
+		snprintf(lim, sizeof(lim), "unlimited");
+	else
+		snprintf(lim, sizeof(lim), "%llu KiB",
+			 (unsigned long long)rl.rlim_cur >> 10);
+	olog_warn(s->ctx, "stream: %s; RLIMIT_MEMLOCK is %s: raise it above "
+		  "the staging (%zu MiB: up to %u page-ins at once, %zu MiB "
+		  "each) plus the Ortho budget (ulimit -l; LimitMEMLOCK= in "
+		  "a systemd unit) or grant CAP_IPC_LOCK", what, lim,
+		  staging >> 20, s->max_lanes,
+		  ((size_t)s->nbuf * OSH_CHUNK_SIZE) >> 20);
+}
+
+/* What of @st's locking and registering failed, once per stream. */
+static void lane_report(struct stream *s, const struct staging *st)
+{
+	char what[512];
+	size_t n = 0;
+
+	if (!st->locked)
+		n += (size_t)snprintf(what + n, sizeof(what) - n, "staging "
+				      "buffers not locked in memory (mlock: "
+				      "%s): shard plaintext may be written "
+				      "to swap", strerror(-st->lock_err));
+	if (st->have_ring && !st->fixed_bufs && n < sizeof(what))
+		n += (size_t)snprintf(what + n, sizeof(what) - n, "%s not "
+				      "registered with io_uring as fixed "
+				      "buffers (%s): plain reads, slower",
+				      n ? "; staging" : "staging buffers",
+				      strerror(-st->bufs_err));
+	/* Not a RLIMIT_MEMLOCK matter, and reads name the fd instead. */
+	if (st->have_ring && !st->fixed_file)
+		olog_dbg(s->ctx, "stream: no registered file slot (%s)",
+			 strerror(-st->file_err));
+	if (!n || !memlock_claim(s))
+		return;
+	memlock_warn(s, what);
+}
+
+void stream_memlock_check(struct stream *s)
+{
+	unsigned long n;
+	char what[256];
+	int warned, err;
+
+	pthread_mutex_lock(&s->lock);
+	warned = s->memlock_warned;
+	pthread_mutex_unlock(&s->lock);
+	if (warned)
+		return;
+	n = secmem_lock_failures(&err);
+	if (n == s->secmem_seen || !memlock_claim(s))
+		return;
+	snprintf(what, sizeof(what), "secure memory of this process (such "
+		 "as the slots shards are decrypted into) not locked in "
+		 "memory (mlock: %s): shard plaintext may be written to swap",
+		 strerror(-err));
+	memlock_warn(s, what);
+}
+
 static int lane_new(struct stream *s, int want_ring, struct lane **out)
 {
 	struct lane *l = calloc(1, sizeof(*l));
@@ -72,6 +157,7 @@ static int lane_new(struct stream *s, int want_ring, struct lane **out)
 	}
 	if (want_ring && ring_err)
 		ring_failed(s, ring_err);
+	lane_report(s, &l->st);
 	for (b = 0; b < s->nbuf; b++) {
 		l->bufs[b].lane = l;
 		l->bufs[b].idx = b;
@@ -200,6 +286,8 @@ int stream_new(struct ortho_ctx *ctx, const struct stream_opts *opts,
 	s->flags = o.flags;
 	s->max_read = o.max_read;
 	s->max_lanes = o.lanes;
+	/* Failures before the stream are not its to report. */
+	s->secmem_seen = secmem_lock_failures(NULL);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->lane_cond, NULL);
@@ -299,7 +387,8 @@ int stream_opts_env(struct stream_opts *o)
 
 void stream_get_info(struct stream *s, struct stream_info *info)
 {
-	unsigned int i;
+	const struct staging *st;
+	unsigned int i, n = 0;
 
 	pthread_mutex_lock(&s->lock);
 	*info = s->stats;
@@ -309,9 +398,18 @@ void stream_get_info(struct stream *s, struct stream_info *info)
 	info->lanes = s->nlanes;
 	info->direct = !!(s->flags & STREAM_DIRECT);
 	info->uring = 0;
+	info->locked = info->fixed_bufs = info->fixed_file = 0;
 	for (i = 0; i < STREAM_MAX_LANES; i++)
-		if (s->lanes[i] && s->lanes[i]->st.have_ring)
-			info->uring = 1;
+		if (s->lanes[i]) {
+			st = &s->lanes[i]->st;
+			if (!n++)
+				info->locked = info->fixed_bufs =
+					info->fixed_file = 1;
+			info->uring |= st->have_ring;
+			info->locked &= st->locked;
+			info->fixed_bufs &= st->have_ring && st->fixed_bufs;
+			info->fixed_file &= st->have_ring && st->fixed_file;
+		}
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -28,6 +28,11 @@ struct sbuf {
 	uint32_t want;			/* ciphertext bytes of the chunk */
 	uint32_t done;			/* bytes read so far */
 	unsigned int retries;
+	/* The read in flight: into the buffer at boff, len bytes at off. */
+	uint32_t boff;
+	uint32_t len;
+	uint64_t off;
+	int direct;			/* issued on the O_DIRECT descriptor */
 };
 
 struct lane {
@@ -49,8 +54,9 @@ struct job {
 	unsigned int pending;		/* read, not yet decrypted */
 	int err;
 	uint32_t bad;
-	int fd;
-	int direct;
+	int fd;				/* reads go here */
+	int dfd;			/* the O_DIRECT descriptor, or -1 */
+	int direct;			/* fd is dfd */
 	int urgent;
 	char id[33];
 };
@@ -70,6 +76,8 @@ struct stream {
 	unsigned int flags;
 	size_t max_read;
 	int no_uring;
+	int memlock_warned;		/* the RLIMIT_MEMLOCK warning is out */
+	unsigned long secmem_seen;	/* secmem_lock_failures() at start */
 	struct stream_info stats;
 };
 
@@ -85,6 +93,14 @@ void *stream_worker_main(void *arg);
  * Return: 0, or -ENOMEM.
  */
 int stream_lane_get(struct stream *s, struct lane **out);
+
+/**
+ * stream_memlock_check() - warn, once per stream, when secmem (the memory
+ * page-ins decrypt into, such as residency slots) could not be locked
+ * since the stream started.
+ * @s: the stream.
+ */
+void stream_memlock_check(struct stream *s);
 
 /**
  * stream_lane_put() - hand a lane back (a dead one is freed).

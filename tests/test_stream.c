@@ -3,26 +3,39 @@
  * Streaming page-in (lib/stream.c): io_uring and pread paths give the same
  * plaintext as the synchronous reader, ranges, short reads resumed, read
  * errors (a file truncated after open, a directory or a write-only
- * descriptor in place of the file), a tampered chunk, cancellation, concurrent page-ins, the
- * forced and the real (seccomp) fallback to pread, and wiped staging.
+ * descriptor in place of the file), a tampered chunk, cancellation,
+ * concurrent page-ins, the forced and the real (seccomp) fallback to pread,
+ * wiped staging, staging locked and registered where RLIMIT_MEMLOCK allows
+ * and one warning where it does not, and O_DIRECT used where the file
+ * system takes it and buffered reads where its reads are refused.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "secmem.h"
 #include "shard.h"
 #include "stream.h"
 #include "testutil.h"
@@ -66,6 +79,46 @@ static int uring_works(void)
 #else
 	return 0;
 #endif
+}
+
+/* Is CAP_IPC_LOCK in this process's effective set? */
+static int have_ipc_lock(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[2];
+
+	if (syscall(SYS_capget, &h, d))
+		return 0;
+	return !!(d[CAP_IPC_LOCK / 32].effective &
+		  (1u << (CAP_IPC_LOCK % 32)));
+}
+
+/* May this process lock and pin all the staging it wants? */
+static int memlock_unbounded(void)
+{
+	struct rlimit rl;
+
+	if (!getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur == RLIM_INFINITY)
+		return 1;
+	return have_ipc_lock();
+}
+
+/* Does the shard's file system read it with O_DIRECT? */
+static int direct_supported(const char *path, uint64_t off)
+{
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	void *buf = NULL;
+	ssize_t n = -1;
+
+	if (fd < 0)
+		return 0;
+	if (!posix_memalign(&buf, 4096, 4096))
+		n = pread(fd, buf, 4096, (off_t)off);
+	free(buf);
+	close(fd);
+	return n == 4096;
 }
 
 /* Random finite FP16 values with the canary planted every 64 KiB. */
@@ -192,6 +245,27 @@ static void whole_read(unsigned int flags, size_t max_read)
 		ck_assert_int_eq(info.uring, 0);
 	else
 		ck_assert_int_eq(info.uring, 1);
+	/* Root (CAP_IPC_LOCK) or no limit: staging locked and registered. */
+	if (memlock_unbounded()) {
+		ck_assert_int_eq(info.locked, 1);
+		ck_assert_int_eq(info.fixed_bufs, info.uring);
+		ck_assert_int_eq(info.fixed_file, info.uring);
+		ck_assert(!tu_log_has(&lg, "RLIMIT_MEMLOCK"));
+	}
+	if (!info.uring)
+		ck_assert_int_eq(info.fixed_bufs, 0);
+	if (!(flags & STREAM_DIRECT)) {
+		ck_assert_uint_eq(info.direct_pageins, 0);
+		ck_assert_uint_eq(info.direct_fallbacks, 0);
+	} else if (direct_supported(fx.path, fx.f.hdr.data_offset)) {
+		ck_assert_uint_eq(info.direct_pageins, 2);
+		ck_assert_uint_eq(info.direct_fallbacks, 0);
+	} else {
+		printf("note: no O_DIRECT on the file system of %s: "
+		       "buffered reads checked\n", fx.dir);
+		ck_assert_uint_eq(info.direct_pageins, 0);
+		ck_assert_uint_eq(info.direct_fallbacks, 2);
+	}
 	stream_for_each_buffer(s, check_staging_zero, &dirty);
 	ck_assert_int_eq(dirty, 0);
 	stream_free(s);
@@ -221,6 +295,124 @@ START_TEST(test_direct)
 {
 	whole_read(STREAM_DIRECT, 0);
 	whole_read(STREAM_DIRECT, 8192);
+	whole_read(STREAM_DIRECT | STREAM_PREAD, 0);
+}
+END_TEST
+
+/* How many logged lines hold @needle. */
+static int warnings(const char *needle)
+{
+	const char *p = lg.buf;
+	int n = 0;
+
+	while ((p = strstr(p, needle))) {
+		n++;
+		p++;
+	}
+	return n;
+}
+
+/*
+ * A read-only loop device over @path with @bs-byte logical blocks, cleared
+ * when its last descriptor is closed. Return: its descriptor, or -errno.
+ */
+static int loop_attach(const char *path, unsigned int bs)
+{
+	struct loop_config c = { .block_size = bs };
+	int ctl, lfd = -1, n, tries, ret = -EBUSY;
+	char dev[32];
+
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return -errno;
+	c.fd = (unsigned int)open(path, O_RDONLY | O_CLOEXEC);
+	c.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+	/* Another process may take the free device first. */
+	for (tries = 0; tries < 8 && ret == -EBUSY; tries++) {
+		n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+		lfd = open(dev, O_RDONLY | O_CLOEXEC);
+		if (lfd < 0) {
+			ret = -errno;
+			break;
+		}
+		ret = ioctl(lfd, LOOP_CONFIGURE, &c) ? -errno : 0;
+		if (ret)
+			close(lfd);
+	}
+	close((int)c.fd);
+	close(ctl);
+	if (ret)
+		return ret;
+	/*
+	 * Opened before it had its blocks: buffered reads would still go by
+	 * the old block size (and fail with EIO) until it is set again.
+	 */
+	n = (int)bs;
+	if (ioctl(lfd, BLKBSZSET, &n)) {
+		ret = -errno;
+		close(lfd);
+		return ret;
+	}
+	return lfd;
+}
+
+/*
+ * A file system that takes O_DIRECT at open but refuses the reads (EINVAL:
+ * it wants more alignment than the 4 KiB the stream reads at): a loop
+ * device over the shard file with logical blocks larger than 4 KiB, which
+ * the chunks do not start on. The page-in reads buffered instead, with
+ * one message.
+ */
+START_TEST(test_direct_refused)
+{
+	unsigned int flags[] = { STREAM_DIRECT, STREAM_DIRECT | STREAM_PREAD };
+	uint8_t *dst = malloc(fx.len);
+	struct stream_info info;
+	int keep = fx.f.fd, lfd;
+	unsigned int k, bs = 8192;
+	struct stat st;
+	char path[64];
+
+	/* Blocks the chunks do not start on (data_offset < 64 KiB). */
+	while (bs < 65536 && !(fx.f.hdr.data_offset % bs))
+		bs *= 2;
+	ck_assert_uint_ne(fx.f.hdr.data_offset % bs, 0);
+	/* Whole blocks: the device covers the last chunk. */
+	ck_assert_int_eq(stat(fx.path, &st), 0);
+	ck_assert_int_eq(truncate(fx.path, (st.st_size + bs - 1) &
+					   ~(off_t)(bs - 1)), 0);
+	lfd = loop_attach(fx.path, bs);
+	if (lfd < 0) {
+		printf("note: no loop device with %u-byte blocks here (%s): "
+		       "O_DIRECT refused by reads is not tested\n", bs,
+		       strerror(-lfd));
+		free(dst);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", lfd);
+	ck_assert(!direct_supported(path, fx.f.hdr.data_offset));
+	fx.f.fd = lfd;
+	for (k = 0; k < 2; k++) {
+		struct stream *s = new_stream(flags[k], 0);
+
+		tu_log_clear(&lg);
+		memset(dst, 0xee, fx.len);
+		ck_assert_int_eq(read_range(s, 0, fx.len, dst, NULL), 0);
+		ck_assert_mem_eq(dst, fx.expect, fx.len);
+		stream_get_info(s, &info);
+		ck_assert_uint_eq(info.direct_pageins, 0);
+		ck_assert_uint_eq(info.direct_fallbacks, 1);
+		ck_assert_int_eq(warnings("O_DIRECT reads refused"), 1);
+		stream_free(s);
+	}
+	fx.f.fd = keep;
+	close(lfd);
+	free(dst);
 }
 END_TEST
 
@@ -486,18 +678,6 @@ static int block_io_uring(void)
 	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
-static int warnings(const char *needle)
-{
-	const char *p = lg.buf;
-	int n = 0;
-
-	while ((p = strstr(p, needle))) {
-		n++;
-		p++;
-	}
-	return n;
-}
-
 /* In a child: the real failure path. Exit status: the failed step. */
 static int seccomp_child(void)
 {
@@ -545,6 +725,249 @@ START_TEST(test_seccomp_fallback)
 }
 END_TEST
 
+/* ---- RLIMIT_MEMLOCK too small ---- */
+
+static int n_warn, n_err;
+
+/* Keeps every message in lg, counts warnings and errors. */
+static void count_log(void *user, int prio, const char *fmt, va_list ap)
+{
+	va_list aq;
+
+	va_copy(aq, ap);
+	tu_log_fn(user, prio, fmt, aq);
+	va_end(aq);
+	if (prio == ORTHO_LOG_WARNING)
+		n_warn++;
+	else if (prio <= ORTHO_LOG_ERR)
+		n_err++;
+}
+
+static struct ortho_ctx *counting_ctx(void)
+{
+	struct ortho_ctx_opts o = {
+		.sz = sizeof(o), .backend = "cpu", .log_fn = count_log,
+		.log_user = &lg, .log_level = ORTHO_LOG_DEBUG,
+		.authority = "none",
+	};
+	struct ortho_ctx *c = NULL;
+
+	if (ortho_ctx_new(&o, &c))
+		return NULL;
+	tu_log_clear(&lg);
+	n_warn = n_err = 0;
+	return c;
+}
+
+/* Take CAP_IPC_LOCK out of the effective and permitted sets. */
+static int drop_ipc_lock(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[2];
+	uint32_t bit = 1u << (CAP_IPC_LOCK % 32);
+
+	if (syscall(SYS_capget, &h, d))
+		return -1;
+	d[CAP_IPC_LOCK / 32].effective &= ~bit;
+	d[CAP_IPC_LOCK / 32].permitted &= ~bit;
+	d[CAP_IPC_LOCK / 32].inheritable &= ~bit;
+	return (int)syscall(SYS_capset, &h, d);
+}
+
+/*
+ * Does mlock() of more than @limit bytes fail here? @raw: the system call
+ * itself rather than the libc function (which a sanitizer replaces).
+ */
+static int mlock_binds(size_t limit, int raw)
+{
+	size_t len = limit + (1u << 20);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int binds;
+
+	if (p == MAP_FAILED)
+		return 0;
+	binds = (raw ? syscall(SYS_mlock, p, len) : mlock(p, len)) != 0;
+	munmap(p, len);
+	return binds;
+}
+
+#define SKIP_NO_LIMIT 77		/* the limit cannot be made to bind */
+#define SKIP_NO_MLOCK 78		/* mlock() is a no-op (a sanitizer's) */
+
+/*
+ * In a child: make RLIMIT_MEMLOCK of @limit bytes bind on this process.
+ * Root is not bound by it (CAP_IPC_LOCK): drop that capability, or failing
+ * that become uid 65534. Return: 0, or SKIP_NO_LIMIT or SKIP_NO_MLOCK.
+ */
+static int memlock_confine(rlim_t limit)
+{
+	struct rlimit rl = { .rlim_cur = limit, .rlim_max = limit };
+
+	if (setrlimit(RLIMIT_MEMLOCK, &rl))
+		return SKIP_NO_LIMIT;
+	if (!mlock_binds(limit, 1))
+		drop_ipc_lock();
+	if (!mlock_binds(limit, 1) && geteuid() == 0 &&
+	    (setgroups(0, NULL) || setgid(65534) || setuid(65534)))
+		return SKIP_NO_LIMIT;
+	if (!mlock_binds(limit, 1))
+		return SKIP_NO_LIMIT;
+	/* ASan's mlock() returns 0 without locking: secmem cannot tell. */
+	return mlock_binds(limit, 0) ? 0 : SKIP_NO_MLOCK;
+}
+
+/*
+ * Staging can be neither locked nor registered: page-ins give the right
+ * bytes (io_uring without fixed buffers, or pread), stream_info says so,
+ * and one warning says what failed and what to do. Exit status: the step
+ * that failed.
+ */
+static int memlock_child(void)
+{
+	struct stream_opts o = { .lanes = 2, .workers = 2 };
+	struct par p[3] = { 0 };
+	struct stream_info info;
+	struct stream *s;
+	pthread_t th[3];
+	uint8_t *dst;
+	int i, uring, ret;
+
+	uring = uring_works();
+	/* The parent's context stays: its threads are not in this child. */
+	ctx = counting_ctx();
+	if (!ctx)
+		return 2;
+	ret = memlock_confine(64 << 10);
+	if (ret)
+		return ret;
+	if (stream_new(ctx, &o, &s))
+		return 3;
+	/* Two lanes at once, each failing: still one warning. */
+	for (i = 0; i < 3; i++) {
+		p[i].s = s;
+		pthread_create(&th[i], NULL, par_main, &p[i]);
+	}
+	for (i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		if (p[i].ret || !p[i].same)
+			return 4;
+	}
+	/* Into memory that cannot be locked either, as a residency slot. */
+	dst = secmem_alloc(fx.len);
+	if (!dst || read_range(s, 0, fx.len, dst, NULL) ||
+	    memcmp(dst, fx.expect, fx.len))
+		return 5;
+	secmem_free(dst, fx.len);
+	stream_get_info(s, &info);
+	stream_free(s);
+	if (info.locked || info.fixed_bufs || info.fixed_file != info.uring)
+		return 6;
+	/* io_uring without fixed buffers: plain reads. */
+	if (info.uring != uring || info.lanes != 2)
+		return 7;
+	if (n_warn != 1 || n_err || warnings("RLIMIT_MEMLOCK is 64 KiB") != 1)
+		return 8;
+	if (!tu_log_has(&lg, "staging buffers not locked in memory") ||
+	    !tu_log_has(&lg, "LimitMEMLOCK="))
+		return 9;
+	if (uring && !tu_log_has(&lg, "not registered with io_uring as "
+				 "fixed buffers"))
+		return 10;
+	return 0;
+}
+
+/*
+ * Staging locked while there was room, then the limit lowered: memory a
+ * page-in decrypts into (a residency slot) cannot be locked, and the
+ * stream says so once. Exit status: the step that failed.
+ */
+static int slot_child(void)
+{
+	struct stream_opts o = { .lanes = 1, .workers = 2,
+				 .staging = 2u * OSH_CHUNK_SIZE,
+				 .flags = STREAM_PREAD };
+	struct rlimit tiny = { .rlim_cur = 64 << 10, .rlim_max = 64 << 10 };
+	struct stream_info info;
+	struct stream *s;
+	uint8_t *dst;
+	int i, ret, lock_err = 0;
+
+	/* The parent's context stays: its threads are not in this child. */
+	ctx = counting_ctx();
+	if (!ctx)
+		return 2;
+	ret = memlock_confine(4u << 20);
+	if (ret)
+		return ret;
+	if (stream_new(ctx, &o, &s))
+		return 3;
+	dst = malloc(fx.len);
+	if (!dst || read_range(s, 0, fx.len, dst, NULL) ||
+	    memcmp(dst, fx.expect, fx.len))
+		return 4;
+	free(dst);
+	stream_get_info(s, &info);
+	if (!info.locked || n_warn || n_err)
+		return 5;
+	if (setrlimit(RLIMIT_MEMLOCK, &tiny))
+		return 6;
+	dst = secmem_alloc_lock(fx.len, &lock_err);
+	if (!dst || !lock_err)
+		return 7;
+	for (i = 0; i < 2; i++)
+		if (read_range(s, 0, fx.len, dst, NULL) ||
+		    memcmp(dst, fx.expect, fx.len))
+			return 8;
+	secmem_free(dst, fx.len);
+	stream_free(s);
+	if (n_warn != 1 || n_err ||
+	    !tu_log_has(&lg, "slots shards are decrypted into") ||
+	    !tu_log_has(&lg, "RLIMIT_MEMLOCK is 64 KiB"))
+		return 9;
+	return 0;
+}
+
+static void run_child(int (*fn)(void), const char *what)
+{
+	int st;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (!pid)
+		_exit(fn());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	if (WEXITSTATUS(st) == SKIP_NO_LIMIT) {
+		printf("note: RLIMIT_MEMLOCK cannot be made to bind here "
+		       "(root without a way to drop CAP_IPC_LOCK or to "
+		       "become uid 65534): %s is not tested\n", what);
+		return;
+	}
+	if (WEXITSTATUS(st) == SKIP_NO_MLOCK) {
+		printf("note: mlock() is a no-op in this build (a sanitizer's "
+		       "interceptor): %s is not tested\n", what);
+		return;
+	}
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+}
+
+START_TEST(test_memlock_staging)
+{
+	run_child(memlock_child, "staging under a small RLIMIT_MEMLOCK");
+}
+END_TEST
+
+START_TEST(test_memlock_slot)
+{
+	run_child(slot_child, "page-in memory under a small RLIMIT_MEMLOCK");
+}
+END_TEST
+
 static Suite *stream_suite(void)
 {
 	Suite *s = suite_create("stream");
@@ -556,6 +979,9 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, test_pread_whole);
 	tcase_add_test(tc, test_short_reads);
 	tcase_add_test(tc, test_direct);
+	tcase_add_test(tc, test_direct_refused);
+	tcase_add_test(tc, test_memlock_staging);
+	tcase_add_test(tc, test_memlock_slot);
 	tcase_add_test(tc, test_ranges);
 	tcase_add_test(tc, test_tampered);
 	tcase_add_test(tc, test_truncated_after_open);

@@ -449,6 +449,12 @@ static void print_json(struct pagein *b, const double med[NMEAS],
 	bench_json_int(&j, "staging_bytes", (long long)si->staging);
 	bench_json_bool(&j, "uring", si->uring);
 	bench_json_bool(&j, "direct", si->direct);
+	/* Every page-in that asked for O_DIRECT got it. */
+	bench_json_bool(&j, "direct_used",
+			si->direct_pageins && !si->direct_fallbacks);
+	bench_json_bool(&j, "locked", si->locked);
+	bench_json_bool(&j, "fixed_bufs", si->fixed_bufs);
+	bench_json_bool(&j, "fixed_file", si->fixed_file);
 	bench_json_bool(&j, "cold", b->op.cold);
 	bench_json_num(&j, "pagein_s", med[M_PAGEIN]);
 	bench_json_num(&j, "cat_s", med[M_CAT]);
@@ -474,8 +480,13 @@ static void print_text(struct pagein *b, const double med[NMEAS],
 	       "depth %u, %s%s, median of %u\n",
 	       (unsigned long long)b->f.hdr.plaintext_len,
 	       b->f.hdr.chunk_count, si->workers, si->queue_depth,
-	       si->uring ? "io_uring" : "pread", si->direct ? ", O_DIRECT" :
-	       "", b->op.runs);
+	       si->uring ? "io_uring" : "pread", !si->direct ? "" :
+	       si->direct_pageins && !si->direct_fallbacks ? ", O_DIRECT" :
+	       ", O_DIRECT refused: buffered", b->op.runs);
+	printf("  staging %slocked%s\n", si->locked ? "" : "not ",
+	       !si->uring ? "" : si->fixed_bufs && si->fixed_file ?
+	       ", fixed buffers and file" : si->fixed_bufs ?
+	       ", fixed buffers, no fixed file" : ", no fixed buffers");
 	for (m = 0; m < NMEAS; m++)
 		printf("  %-7s %9.4f s  %6.2f GB/s\n", meas_name[m], med[m],
 		       bytes / med[m] / 1e9);
