@@ -200,6 +200,47 @@ test:
 demo: all
 	tools/demo.sh
 
+# ---- install ----
+# make install [PREFIX=/usr/local] [DESTDIR=]: the library (with its
+# symlinks), the public headers, the tools and orthod, and orthod's systemd
+# unit with ExecStart pointing at PREFIX/bin/orthod. The tools find the
+# library through their rpath ($ORIGIN/../lib); run ldconfig for programs
+# of your own when PREFIX/lib is not on the loader's path.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+PUBLIC_HEADERS := $(wildcard lib/include/*.h)
+INSTALLED_BINS := $(ALL_TOOLS) $(ALL_DAEMONS)
+
+.PHONY: install uninstall
+install: all
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(UNITDIR)
+	$(INSTALL) -m 0755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sfn $(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/$(LIBNAME).so
+	$(INSTALL) -m 0644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 0644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 0755 $(INSTALLED_BINS:%=$(BUILD)/bin/%) $(DESTDIR)$(BINDIR)/
+	sed 's|^ExecStart=/usr/bin/orthod |ExecStart=$(BINDIR)/orthod |' \
+		daemon/orthod.service >$(DESTDIR)$(UNITDIR)/orthod.service.tmp
+	grep -q '^ExecStart=$(BINDIR)/orthod ' \
+		$(DESTDIR)$(UNITDIR)/orthod.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/orthod.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/orthod.service.tmp \
+		$(DESTDIR)$(UNITDIR)/orthod.service
+
+uninstall:
+	rm -f $(INSTALLED_BINS:%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(DESTDIR)$(LIBDIR)/$(notdir $(SHLIB)) \
+		$(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(LIBNAME).so \
+		$(DESTDIR)$(LIBDIR)/$(notdir $(STLIB))
+	rm -f $(PUBLIC_HEADERS:lib/include/%=$(DESTDIR)$(INCLUDEDIR)/%)
+	rm -f $(DESTDIR)$(UNITDIR)/orthod.service
+
 # ---- kernel module ----
 # The newest of Debian's amd64 headers (what linux-headers-amd64 pulls in),
 # found without uname -r, which names the host's kernel inside a container.

@@ -2,7 +2,10 @@
 /*
  * Admin requests: IMPORT, GRANT, DENY, REVOKE, STATUS, AUDIT_READ and
  * AUDIT_VERIFY. orthod-conn.c lets only root or the admin group get here.
- * Every change is durable before it is answered, and audited.
+ * Every change is durable before it is answered, and audited: a change
+ * whose audit record cannot be written is refused (a grant or deny is
+ * recorded before it is made; an import is taken back) and the admin is
+ * told why. A revocation goes on without its record (orthod-revoke.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,29 +35,91 @@ static void by(const struct conn *c, char *out, size_t cap)
 		 (int)c->peer.pid, comm);
 }
 
-static void audit_imported(struct orthod *d, struct conn *c, size_t from)
+/* The import records, one per shard added at @from... Return: 0 or -errno,
+ * with *@written the records on disk. */
+static int audit_imported(struct orthod *d, struct conn *c, size_t from,
+			  size_t *written)
 {
 	char who[96], hex[33], label[PROTO_LABEL_MAX + 1];
 	size_t i;
+	int ret;
 
 	by(c, who, sizeof(who));
+	*written = 0;
 	for (i = from; i < d->ks.n; i++) {
 		const struct shard *s = &d->ks.v[i];
 
 		proto_id_hex(s->id, hex);
 		audit_val(s->label, label, sizeof(label));
-		audit_log(&d->audit, "import",
-			  "shard=%s label=%s layer=%u held_by=%s %s", hex, label,
-			  s->layer, s->state != PROTO_SHARD_ACTIVE ? "none" :
-			  s->in_kernel ? "kernel" : "orthod", who);
+		ret = audit_log(&d->audit, "import",
+				"shard=%s label=%s layer=%u held_by=%s %s", hex,
+				label, s->layer,
+				s->state != PROTO_SHARD_ACTIVE ? "none" :
+				s->in_kernel ? "kernel" : "orthod", who);
+		if (ret)
+			return ret;
+		(*written)++;
 	}
+	return 0;
+}
+
+/*
+ * Take back the shards added at @from.. (their audit records could not be
+ * written): out of the table and, durably, out of the keystore file.
+ * Not with the kernel module: it cannot give a key back, and writing the
+ * keystore reads the keys it holds back from a file that must match the
+ * table. Return: 0 or -errno (then the import stands).
+ */
+static int import_undo(struct orthod *d, size_t from)
+{
+	size_t n = d->ks.n;
+	int ret;
+
+	if (orthod_kmod_active(&d->km))
+		return -EREMOTE;
+	d->ks.n = from;
+	ret = ks_sync(&d->ks);
+	if (ret) {
+		d->ks.n = n;
+		return ret;
+	}
+	explicit_bzero(d->ks.v + from, (n - from) * sizeof(*d->ks.v));
+	return 0;
+}
+
+static int import_unaudited(struct orthod *d, struct conn *c, size_t from,
+			    size_t written, int err)
+{
+	size_t n = d->ks.n - from;
+	int ret;
+
+	ret = import_undo(d, from);
+	if (!ret) {
+		/* Best effort: the records before the failed one overclaim. */
+		if (written)
+			audit_log(&d->audit, "import-undone",
+				  "shards=%zu recorded=%zu error=%d", n,
+				  written, err);
+		dlog(LOG_ERR, "import of %zu keys refused: the audit log could not be written: %s",
+		     n, strerror(-err));
+		return conn_error(d, c, c->h.req_id, err,
+				  "import: nothing imported: the audit log could not be written (%s)",
+				  strerror(-err));
+	}
+	dlog(LOG_ERR, "import of %zu keys: not audited (%s) and not taken back (%s)",
+	     n, strerror(-err), strerror(-ret));
+	return conn_error(d, c, c->h.req_id, err,
+			  "import: the %zu keys are imported, but the audit log could not be written (%s) and the import could not be taken back (%s)",
+			  n, strerror(-err),
+			  ret == -EREMOTE ? "the kernel module has them" :
+			  strerror(-ret));
 }
 
 static int do_import(struct orthod *d, struct conn *c, struct pcur *cur)
 {
 	struct proto_import_ok ok = { 0 };
 	struct proto_key *keys;
-	size_t size, from = d->ks.n;
+	size_t size, from = d->ks.n, written;
 	const char *why = NULL;
 	uint8_t buf[PROTO_HDR_SIZE + 8];
 	struct pbuf b;
@@ -83,34 +148,51 @@ static int do_import(struct orthod *d, struct conn *c, struct pcur *cur)
 				  why ? why : strerror(-ret));
 	/* With the module, the new keys go to the kernel and leave memory. */
 	kernel_import(d, from);
-	audit_imported(d, c, from);
+	ret = audit_imported(d, c, from, &written);
+	if (ret)
+		return import_unaudited(d, c, from, written, ret);
 	pbuf_init(&b, buf, sizeof(buf), 0);
 	proto_begin(&b, PROTO_IMPORT_OK, c->h.req_id);
 	proto_put_import_ok(&b, &ok);
 	return conn_send_pbuf(d, c, &b);
 }
 
+/* The shards whose kernel policy @r is to replace (kernel_rule_apply()). */
+static size_t kernel_rule_count(struct orthod *d, const struct proto_rule *r)
+{
+	size_t i, n = 0;
+
+	if (!orthod_kmod_active(&d->km))
+		return 0;
+	for (i = 0; i < d->ks.n; i++)
+		n += d->ks.v[i].in_kernel &&
+		     d->ks.v[i].state == PROTO_SHARD_ACTIVE &&
+		     sel_match(&r->sel, &d->ks.v[i]);
+	return n;
+}
+
+/*
+ * GRANT and DENY: recorded first, then made; no record, no change. A
+ * policy that could not be written after its record is recorded as
+ * failed (grant-failed, deny-failed).
+ */
 static int do_rule(struct orthod *d, struct conn *c, struct pcur *cur)
 {
 	struct proto_rule r;
 	char who[96], what[PROTO_LABEL_MAX + 8], hex[33];
-	size_t nk;
+	const char *ev;
 	int ret;
 
 	proto_get_rule(cur, &r);
 	if (pcur_end(cur))
 		return bad_request(d, c, cur);
 	r.allow = c->h.type == PROTO_GRANT;
+	ev = r.allow ? "grant" : "deny";
 	/* Refused whole when the kernel could not enforce it. */
 	if (kernel_rule_check(d, &r, hex))
 		return conn_error(d, c, c->h.req_id, -E2BIG,
 				  "the kernel module holds the key of shard %s and takes at most %u uids, gids, denied uids and denied gids each: the rule is not added",
 				  hex, ORTHOD_KMOD_POLICY_MAX);
-	ret = policy_set(&d->pol, &r);
-	if (ret)
-		return conn_error(d, c, c->h.req_id, ret,
-				  "the policy could not be written");
-	nk = kernel_rule_apply(d, &r);
 	if (r.sel.kind == PROTO_SEL_ID) {
 		proto_id_hex(r.sel.id, hex);
 		snprintf(what, sizeof(what), "id=%s", hex);
@@ -119,9 +201,23 @@ static int do_rule(struct orthod *d, struct conn *c, struct pcur *cur)
 		audit_val(r.sel.label, what + 6, sizeof(what) - 6);
 	}
 	by(c, who, sizeof(who));
-	audit_log(&d->audit, r.allow ? "grant" : "deny", "%s=%u %s kernel_shards=%zu %s",
-		  r.principal == PROTO_UID ? "uid" : "gid", r.who, what, nk,
-		  who);
+	ret = audit_log(&d->audit, ev, "%s=%u %s kernel_shards=%zu %s",
+			r.principal == PROTO_UID ? "uid" : "gid", r.who, what,
+			kernel_rule_count(d, &r), who);
+	if (ret)
+		return conn_error(d, c, c->h.req_id, ret,
+				  "%s: not done: the audit log could not be written (%s)",
+				  ev, strerror(-ret));
+	ret = policy_set(&d->pol, &r);
+	if (ret) {
+		audit_log(&d->audit, r.allow ? "grant-failed" : "deny-failed",
+			  "%s=%u %s error=%d",
+			  r.principal == PROTO_UID ? "uid" : "gid", r.who,
+			  what, ret);
+		return conn_error(d, c, c->h.req_id, ret,
+				  "the policy could not be written");
+	}
+	kernel_rule_apply(d, &r);
 	return conn_ok(d, c, c->h.req_id);
 }
 

@@ -16,6 +16,11 @@
  * 3. The outcome is recorded and the admin answered with every holder's
  *    outcome.
  *
+ * The records follow what they record here: a revocation whose record
+ * cannot be written goes on regardless (a key is never kept because the
+ * log is full), and the admin is answered with an ERROR that says it was
+ * done and what was not recorded.
+ *
  * With the kernel module, the shards whose key the kernel holds are revoked
  * there as well, right after step 1 (orthod-krevoke.c): the kernel wipes
  * its key, wakes its holders and kills those that do not acknowledge within
@@ -74,6 +79,9 @@ struct revoke_op {
 	struct ev_src kpoll;		/* EV_REVOKE_KPOLL, periodic */
 	int kdone;
 	int past_deadline;		/* the daemon's holders are settled */
+	/* The first record that could not be written; NULL when none. */
+	const char *unaudited;
+	int audit_err;
 };
 
 static uint64_t since_us(const struct revoke_op *op)
@@ -153,29 +161,93 @@ static void put_result(struct orthod *d, struct revoke_op *op, struct pbuf *b)
 	}
 }
 
-static void audit_outcome(struct orthod *d, struct revoke_op *op,
-			  size_t ok, size_t busy, size_t gone)
+/* A record of @op could not be written: it goes on, and says so at the end. */
+static void unaudited(struct revoke_op *op, const char *event, int err)
 {
-	char list[1024] = "", comm[PROTO_COMM_MAX + 1], kern[1024];
-	size_t i, len = 0;
+	dlog(LOG_ERR, "revoke %" PRIu64 ": no \"%s\" record in the audit log (%s); the revocation is carried out all the same",
+	     op->id, event, strerror(-err));
+	if (!op->unaudited) {
+		op->unaudited = event;
+		op->audit_err = err;
+	}
+}
 
-	for (i = 0; i < op->nw && len < sizeof(list) - 64; i++) {
+/*
+ * " busy=PID/UID/COMM/SHARDS" for each busy holder process (SHARDS: the
+ * first 8 hex digits of its shard, or "<n>shards" when it holds several),
+ * in at most @cap bytes; the processes that do not fit are counted in
+ * " more=N", for which @out has 32 bytes more than @cap.
+ */
+static void busy_list(const struct revoke_op *op, char *out, size_t cap)
+{
+	size_t i, j, len = 0, more = 0;
+
+	out[0] = 0;
+	for (i = 0; i < op->nw; i++) {
 		const struct waiter *w = &op->w[i];
-		char hex[33];
+		char one[96], comm[PROTO_COMM_MAX + 1], hex[33], what[32];
+		size_t n = 0;
+		int k, seen = 0;
 
 		if (w->outcome != PROTO_BUSY)
 			continue;
+		for (j = 0; j < i && !seen; j++)
+			seen = op->w[j].outcome == PROTO_BUSY &&
+			       op->w[j].pid == w->pid;
+		if (seen)
+			continue;
+		for (j = i; j < op->nw; j++)
+			n += op->w[j].outcome == PROTO_BUSY &&
+			     op->w[j].pid == w->pid;
 		proto_id_hex(w->id, hex);
+		if (n == 1)
+			snprintf(what, sizeof(what), "%.8s", hex);
+		else
+			snprintf(what, sizeof(what), "%zushards", n);
 		audit_val(w->comm, comm, sizeof(comm));
-		len += (size_t)snprintf(list + len, sizeof(list) - len,
-					" busy=%u/%u/%s/%.8s", w->pid, w->uid,
-					comm, hex);
+		k = snprintf(one, sizeof(one), " busy=%u/%u/%s/%s", w->pid,
+			     w->uid, comm, what);
+		if (more || len + (size_t)k > cap) {
+			more++;
+			continue;
+		}
+		memcpy(out + len, one, (size_t)k + 1);
+		len += (size_t)k;
 	}
+	if (more)
+		snprintf(out + len, 32, " more=%zu", more);
+}
+
+static int audit_outcome(struct orthod *d, struct revoke_op *op,
+			 size_t ok, size_t busy, size_t gone)
+{
+	/* A record's first fields: number, time, hash, event. */
+	const size_t lead = 20 + 1 + 20 + 1 + 64 + 1 + 16;
+	const char *ev = busy ? "revoke-busy" : "revoke-complete";
+	char head[256], kern[1024], *list;
+	size_t used;
+	int ret;
+
+	snprintf(head, sizeof(head),
+		 "revoke=%" PRIu64 " holders=%zu complete=%zu busy=%zu gone=%zu elapsed_us=%" PRIu64,
+		 op->id, op->nw + krevoke_count(op->k), ok, busy, gone,
+		 op->elapsed_us);
 	krevoke_audit(op->k, kern, sizeof(kern));
-	audit_log(&d->audit, busy ? "revoke-busy" : "revoke-complete",
-		  "revoke=%" PRIu64 " holders=%zu complete=%zu busy=%zu gone=%zu elapsed_us=%" PRIu64 "%s%s",
-		  op->id, op->nw + krevoke_count(op->k), ok, busy, gone,
-		  op->elapsed_us, list, kern);
+	/* The busy holders take what is left of the longest record. */
+	used = lead + strlen(head) + strlen(kern) + 32;
+	list = malloc(PROTO_LINE_MAX + 32);
+	if (list)
+		busy_list(op, list, used < PROTO_LINE_MAX ?
+			  PROTO_LINE_MAX - used : 0);
+	ret = audit_log(&d->audit, ev, "%s%s%s", head,
+			list ? list : " busy_list=out_of_memory", kern);
+	if (ret) {
+		dlog(LOG_ERR, "revoke %" PRIu64 ": %s %s%s%s", op->id, ev, head,
+		     list ? list : "", kern);
+		unaudited(op, ev, ret);
+	}
+	free(list);
+	return ret;
 }
 
 static void close_src(struct orthod *d, struct ev_src *src)
@@ -248,7 +320,12 @@ static void finish(struct orthod *d, struct revoke_op *op)
 		s[i] = ks_find(&d->ks, op->ids[i]);
 	changed = s ? ks_set_revoked(&d->ks, s, op->nids) : 0;
 	free(s);
-	if (op->admin) {
+	if (op->admin && op->unaudited) {
+		conn_error(d, op->admin, op->req, op->audit_err,
+			   "revoke %" PRIu64 ": done (the keys are gone for good; holders %zu: complete %zu, busy %zu, gone %zu), but not audited: no %s record (%s)",
+			   op->id, op->nw + krevoke_count(op->k), ok, busy, gone,
+			   op->unaudited, strerror(-op->audit_err));
+	} else if (op->admin) {
 		pbuf_init(&b, NULL, 0, 1);
 		put_result(d, op, &b);
 		conn_send_pbuf(d, op->admin, &b);
@@ -393,8 +470,8 @@ static void op_free(struct revoke_op *op)
 	free(op);
 }
 
-static void audit_request(struct orthod *d, struct conn *c,
-			  struct revoke_op *op, const struct proto_revoke_req *r)
+static int audit_request(struct orthod *d, struct conn *c,
+			 struct revoke_op *op, const struct proto_revoke_req *r)
 {
 	char what[PROTO_LABEL_MAX + 8], comm[PROTO_COMM_MAX + 1], hex[33];
 
@@ -406,7 +483,7 @@ static void audit_request(struct orthod *d, struct conn *c,
 		audit_val(r->sel.label, what + 6, sizeof(what) - 6);
 	}
 	audit_val(c->peer.comm, comm, sizeof(comm));
-	audit_log(&d->audit, "revoke-requested",
+	return audit_log(&d->audit, "revoke-requested",
 		  "revoke=%" PRIu64 " %s shards=%zu timeout_ms=%u by_uid=%u by_pid=%d by_comm=%s",
 		  op->id, what, op->nids, r->timeout_ms, c->peer.uid,
 		  (int)c->peer.pid, comm);
@@ -417,7 +494,7 @@ int revoke_start(struct orthod *d, struct conn *c,
 {
 	struct revoke_op *op = calloc(1, sizeof(*op));
 	size_t i;
-	int ret;
+	int ret, aret;
 
 	if (!op)
 		return conn_error(d, c, req, -ENOMEM, "out of memory");
@@ -441,7 +518,9 @@ int revoke_start(struct orthod *d, struct conn *c,
 	 */
 	ret = make_durable(d, op);
 	op->id = d->audit.seq + 1;
-	audit_request(d, c, op, r);
+	aret = audit_request(d, c, op, r);
+	if (aret && !ret)
+		unaudited(op, "revoke-requested", aret);
 	/* The kernel's copy goes at once too, and its holders are woken. */
 	if (!ret)
 		ret = krevoke_start(d, (const uint8_t (*)[PROTO_ID_SIZE])op->ids,
@@ -456,11 +535,13 @@ int revoke_start(struct orthod *d, struct conn *c,
 			     KPOLL_NS);
 	if (ret) {
 		dlog(LOG_ERR, "revoke %" PRIu64 ": %s", op->id, strerror(-ret));
-		audit_log(&d->audit, "revoke-failed", "revoke=%" PRIu64 " error=%d",
-			  op->id, ret);
+		if (audit_log(&d->audit, "revoke-failed",
+			      "revoke=%" PRIu64 " error=%d", op->id, ret))
+			aret = -EIO;
 		op_free(op);
 		return conn_error(d, c, req, ret,
-				  "the revocation could not be made durable");
+				  "the revocation could not be made durable%s",
+				  aret ? " (nor recorded in the audit log)" : "");
 	}
 	op->next = d->revokes;
 	d->revokes = op;
@@ -513,9 +594,11 @@ void revoke_ack(struct orthod *d, struct conn *c, const struct proto_ack *a)
 
 		reg_drop(c, a->id);
 		proto_id_hex(a->id, hex);
-		audit_log(&d->audit, "revoke-late-complete",
-			  "shard=%s pid=%d uid=%u", hex, (int)c->peer.pid,
-			  c->peer.uid);
+		if (audit_log(&d->audit, "revoke-late-complete",
+			      "shard=%s pid=%d uid=%u", hex, (int)c->peer.pid,
+			      c->peer.uid))
+			dlog(LOG_ERR, "shard %s: pid %d wiped it late; not in the audit log",
+			     hex, (int)c->peer.pid);
 	}
 }
 
@@ -525,8 +608,11 @@ int revoke_notify_late(struct orthod *d, struct conn *c, const struct shard *s)
 	char hex[33];
 
 	proto_id_hex(s->id, hex);
-	audit_log(&d->audit, "revoke-late-notice", "shard=%s pid=%d uid=%u",
-		  hex, (int)c->peer.pid, c->peer.uid);
+	/* The notice goes out whether or not it could be recorded. */
+	if (audit_log(&d->audit, "revoke-late-notice", "shard=%s pid=%d uid=%u",
+		      hex, (int)c->peer.pid, c->peer.uid))
+		dlog(LOG_ERR, "shard %s: late notice to pid %d; not in the audit log",
+		     hex, (int)c->peer.pid);
 	return send_notice(d, c, s->id, id, 0);
 }
 
@@ -646,9 +732,12 @@ int revoke_recover(struct orthod *d)
 			continue;
 		s[n++] = &d->ks.v[i];
 		proto_id_hex(d->ks.v[i].id, hex);
-		audit_log(&d->audit, "revoke-recovered",
-			  "shard=%s note=interrupted_by_a_restart holders=unknown",
-			  hex);
+		/* Completed whether or not it could be recorded. */
+		if (audit_log(&d->audit, "revoke-recovered",
+			      "shard=%s note=interrupted_by_a_restart holders=unknown",
+			      hex))
+			dlog(LOG_ERR, "shard %s: its interrupted revocation is completed; not in the audit log",
+			     hex);
 	}
 	ret = ks_set_revoked(&d->ks, s, n) ? ks_sync(&d->ks) : 0;
 	free(s);

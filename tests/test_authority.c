@@ -4,8 +4,10 @@
  * (ortho-admin.h) against the real daemon, $BUILD/bin/orthod, started in a
  * temporary state directory for each test: keys and policy, residency,
  * revocation with many holders (and its latency), busy, gone and
- * hung-up holders, revoked shards staying revoked across a restart, and a
- * revocation interrupted by a crash being completed at the next start.
+ * hung-up holders, revoked shards staying revoked across a restart, a
+ * revocation interrupted by a crash being completed at the next start, the
+ * revoke-busy record naming many busy holders, and requests whose audit
+ * record cannot be written (the daemon's file size limit lowered under it).
  */
 #include <check.h>
 #include <errno.h>
@@ -14,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -65,6 +69,8 @@ static void daemon_run(struct daemon *d)
 	d->pid = fork();
 	ck_assert_int_ge(d->pid, 0);
 	if (!d->pid) {
+		/* A file size limit then fails its writes with EFBIG. */
+		signal(SIGXFSZ, SIG_IGN);
 		execl(bin, "orthod", "--state-dir", d->state, "--socket",
 		      d->sock, "--foreground", (char *)NULL);
 		_exit(127);
@@ -820,6 +826,295 @@ START_TEST(test_notice_during_requests)
 }
 END_TEST
 
+/* A child that takes the keys of @n shards of @kf from @first on, reports
+ * them resident and sits there: a busy holder of each. */
+static pid_t sitter(struct daemon *d, const struct keyfile *kf,
+		    unsigned int first, unsigned int n)
+{
+	uint8_t ids[8][16];
+	struct authority_key k;
+	struct authority *c;
+	unsigned int i;
+	int p[2];
+	char ch;
+	pid_t pid;
+
+	ck_assert_uint_le(n, 8);
+	/* Copied here: secmem reads as zeros in a child. */
+	for (i = 0; i < n; i++)
+		memcpy(ids[i], kf->e[first + i].id, 16);
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid) {
+		close(p[1]);
+		ck_assert_int_eq(read(p[0], &ch, 1), 1);
+		close(p[0]);
+		return pid;
+	}
+	close(p[0]);
+	if (authority_connect(NULL, d->sock, &c))
+		_exit(2);
+	for (i = 0; i < n; i++)
+		if (authority_get_key(c, ids[i], &k) ||
+		    authority_hold(c, ids[i], "cpu", 100, 1))
+			_exit(3);
+	if (write(p[1], "r", 1) != 1)
+		_exit(4);
+	for (;;)
+		pause();
+}
+
+struct last_rec {
+	const char *ev;
+	char rec[4096];
+	int n;
+};
+
+static int keep_last(void *user, uint64_t seq, const char *rec)
+{
+	struct last_rec *l = user;
+	char pat[64];
+
+	(void)seq;
+	snprintf(pat, sizeof(pat), " %s ", l->ev);
+	if (strstr(rec, pat)) {
+		snprintf(l->rec, sizeof(l->rec), "%s", rec);
+		l->n++;
+	}
+	return 0;
+}
+
+/* The last record of event @ev into @l (l->n: how many there are). */
+static void last_record(struct daemon *d, const char *ev, struct last_rec *l)
+{
+	struct ortho_admin *a = admin(d);
+
+	memset(l, 0, sizeof(*l));
+	l->ev = ev;
+	ck_assert_int_eq(ortho_admin_audit_read(a, 1, keep_last, l), 0);
+	ortho_admin_close(a);
+	ck_assert_int_gt(l->n, 0);
+}
+
+static void reap(pid_t *pids, unsigned int n)
+{
+	unsigned int i;
+	int st;
+
+	for (i = 0; i < n; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], &st, 0);
+	}
+}
+
+/*
+ * The revoke-busy record names every busy process: eight stopped holders
+ * of five shards each are eight entries of five shards, not forty entries
+ * cut at some length; and where even one entry a process is too many for
+ * a record, the ones left out are counted (more=N).
+ */
+START_TEST(test_busy_record)
+{
+	static const char *const lbl[] = { "m", "m", "m", "m", "m", "n" };
+	struct ortho_admin_revoke_info in;
+	struct ortho_admin_revoke *r;
+	pid_t pids[80];
+	struct last_rec l;
+	struct keyfile kf;
+	struct daemon d;
+	unsigned int i, listed = 0;
+	char want[96], *p;
+	unsigned long more = 0;
+	char *path;
+
+	daemon_start(&d);
+	path = write_keys(&d, &kf, 6, lbl, 6);
+	import_all(&d, path, 6);
+	rule(&d, 1, "m", NULL, ORTHO_ADMIN_UID, getuid());
+	rule(&d, 1, "n", NULL, ORTHO_ADMIN_UID, getuid());
+
+	for (i = 0; i < 8; i++)
+		pids[i] = sitter(&d, &kf, 0, 5);
+	r = do_revoke(&d, NULL, "m", 300);
+	revoke_info(r, &in);
+	ck_assert_uint_eq(in.holders, 40);
+	ck_assert_uint_eq(in.busy, 40);
+	ortho_admin_revoke_free(r);
+	last_record(&d, "revoke-busy", &l);
+	ck_assert_msg(strstr(l.rec, " busy=40 "), "%s", l.rec);
+	for (i = 0; i < 8; i++) {
+		snprintf(want, sizeof(want), " busy=%d/%u/test_authority/5shards",
+			 (int)pids[i], (unsigned int)getuid());
+		ck_assert_msg(strstr(l.rec, want), "no \"%s\" in %s", want, l.rec);
+	}
+	ck_assert_msg(!strstr(l.rec, " more="), "%s", l.rec);
+	reap(pids, 8);
+
+	/* 80 processes of one shard each do not fit in one record. */
+	for (i = 0; i < 80; i++)
+		pids[i] = sitter(&d, &kf, 5, 1);
+	r = do_revoke(&d, NULL, "n", 300);
+	revoke_info(r, &in);
+	ck_assert_uint_eq(in.busy, 80);
+	ortho_admin_revoke_free(r);
+	last_record(&d, "revoke-busy", &l);
+	ck_assert_int_eq(l.n, 2);
+	for (p = l.rec; (p = strstr(p, " busy=")); p++)
+		listed++;
+	listed--;	/* " busy=80 ", the count */
+	p = strstr(l.rec, " more=");
+	ck_assert_msg(p, "%s", l.rec);
+	more = strtoul(p + 6, NULL, 10);
+	ck_assert_uint_gt(listed, 0);
+	ck_assert_uint_eq(listed + more, 80);
+	ck_assert_uint_le(strlen(l.rec), 2047);
+	reap(pids, 80);
+	audit_ok(&d);
+	keyfile_free(&kf);
+	free(path);
+	daemon_stop(&d);
+}
+END_TEST
+
+static off_t file_size(struct daemon *d, const char *name)
+{
+	struct stat st;
+	char *path;
+
+	ck_assert_int_ge(asprintf(&path, "%s/%s", d->state, name), 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	free(path);
+	return st.st_size;
+}
+
+/* The daemon may write no file past @bytes (RLIMIT_FSIZE, its soft limit;
+ * RLIM_INFINITY lifts it): a full audit log, as far as it can tell. */
+static void fsize_limit(struct daemon *d, rlim_t bytes)
+{
+	struct rlimit rl;
+
+	ck_assert_int_eq(prlimit(d->pid, RLIMIT_FSIZE, NULL, &rl), 0);
+	rl.rlim_cur = bytes;
+	ck_assert_int_eq(prlimit(d->pid, RLIMIT_FSIZE, &rl, NULL), 0);
+}
+
+/*
+ * The audit log cannot grow: a grant, a deny and an import are refused and
+ * change nothing; a revocation is carried out all the same and answered
+ * with an error that says it was done but not recorded. Once the log can
+ * grow again it verifies (no torn record) and takes records as before.
+ */
+START_TEST(test_unaudited)
+{
+	static const char *const lbl[] = { "u" }, *const lbl2[] = { "v" };
+	struct ortho_admin_rule rr = { .sz = sizeof(rr),
+				       .principal = ORTHO_ADMIN_UID,
+				       .id = 4242 };
+	struct ortho_admin_revoke_opts o = { .sz = sizeof(o), .label = "u",
+					     .timeout_ms = 5000 };
+	struct ortho_admin_import_result ir = { .sz = sizeof(ir) };
+	struct ortho_admin_revoke *r = NULL;
+	struct authority_key k;
+	struct ortho_ctx *ctx;
+	struct ortho_admin *a;
+	struct authority *c;
+	struct keyfile kf, kf2;
+	struct daemon d;
+	struct tu_log lg;
+	char *path, *path2;
+	uint64_t records;
+	pid_t pid;
+	int st;
+
+	tu_log_clear(&lg);
+	ctx = tu_ctx(&lg);
+	ck_assert_ptr_nonnull(ctx);
+	daemon_start(&d);
+	path = write_keys(&d, &kf, 3, lbl, 1);
+	path2 = write_keys(&d, &kf2, 2, lbl2, 1);
+	import_all(&d, path, 3);
+	rule(&d, 1, "u", NULL, ORTHO_ADMIN_UID, getuid());
+	rule(&d, 0, "u", NULL, ORTHO_ADMIN_UID, 4243);
+	/* A holder that exits on the notice: the notice must still go out. */
+	pid = holder_child(&d, kf.e[1].id, CHILD_EXIT);
+	/* The log is the longest file the daemon writes. */
+	ck_assert_int_gt(file_size(&d, "audit.log"),
+			 2 * file_size(&d, "keystore") + 512);
+	records = (uint64_t)events(&d, "start") + events(&d, "import") +
+		  events(&d, "grant") + events(&d, "deny") +
+		  events(&d, "key-out");
+	fsize_limit(&d, (rlim_t)file_size(&d, "audit.log"));
+
+	ck_assert_int_eq(ortho_admin_connect(ctx, d.sock, &a), 0);
+	strcpy(rr.label, "u");
+	ck_assert_int_eq(ortho_admin_grant(a, &rr), -EFBIG);
+	ck_assert(tu_log_has(&lg, "grant: not done: the audit log could not be written"));
+	ck_assert_int_eq(ortho_admin_deny(a, &rr), -EFBIG);
+	ck_assert_int_eq(ortho_admin_import_keys(a, path2, 0, &ir), -EFBIG);
+	ck_assert(tu_log_has(&lg, "import: nothing imported"));
+	ck_assert_int_eq(ortho_admin_revoke(a, &o, &r), -EFBIG);
+	ck_assert_ptr_null(r);
+	ck_assert(tu_log_has(&lg, "done (the keys are gone for good"));
+	ck_assert(tu_log_has(&lg, "not audited: no revoke-requested record"));
+	ortho_admin_close(a);
+	waitpid(pid, &st, 0);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_uint_eq(shard_state(&d, kf.e[0].id), ORTHO_ADMIN_SHARD_REVOKED);
+	ck_assert_uint_eq(shard_state(&d, kf.e[2].id), ORTHO_ADMIN_SHARD_REVOKED);
+	ck_assert_uint_eq(shard_state(&d, kf2.e[0].id), 0);
+
+	fsize_limit(&d, RLIM_INFINITY);
+	/* Nothing was recorded, nothing half-written. */
+	audit_ok(&d);
+	ck_assert_uint_eq((uint64_t)events(&d, "start") + events(&d, "import") +
+			  events(&d, "grant") + events(&d, "deny") +
+			  events(&d, "key-out"), records);
+	ck_assert_int_eq(events(&d, "revoke-requested"), 0);
+	ck_assert_int_eq(events(&d, "import-undone"), 0);
+	/* The grant was not made: uid 4242's rule is not there. */
+	a = admin(&d);
+	{
+		struct ortho_admin_status *sts;
+		struct ortho_admin_rule x = { .sz = sizeof(x) };
+		unsigned int i, n;
+
+		ck_assert_int_eq(ortho_admin_status_get(a, &sts), 0);
+		n = ortho_admin_status_rule_count(sts);
+		ck_assert_uint_eq(n, 2);
+		for (i = 0; i < n; i++) {
+			ck_assert_int_eq(ortho_admin_status_rule(sts, i, &x), 0);
+			ck_assert_uint_ne(x.id, 4242);
+		}
+		ortho_admin_status_free(sts);
+	}
+	ortho_admin_close(a);
+	/* The import was taken back, on disk too; the revocation stands. */
+	ck_assert_int_eq(daemon_kill(&d, SIGTERM), 0);
+	daemon_run(&d);
+	ck_assert_uint_eq(shard_state(&d, kf2.e[0].id), 0);
+	ck_assert_uint_eq(shard_state(&d, kf.e[0].id), ORTHO_ADMIN_SHARD_REVOKED);
+	c = client(&d);
+	ck_assert_int_eq(authority_get_key(c, kf.e[0].id, &k), -EKEYREVOKED);
+	authority_close(c);
+	/* And the log takes records again. */
+	import_all(&d, path2, 2);
+	rule(&d, 1, "v", NULL, ORTHO_ADMIN_UID, getuid());
+	c = client(&d);
+	ck_assert_int_eq(authority_get_key(c, kf2.e[0].id, &k), 0);
+	ck_assert_mem_eq(k.key, kf2.e[0].key, 32);
+	explicit_bzero(&k, sizeof(k));
+	authority_close(c);
+	audit_ok(&d);
+	keyfile_free(&kf);
+	keyfile_free(&kf2);
+	free(path);
+	free(path2);
+	daemon_stop(&d);
+	ortho_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *authority_suite(void)
 {
 	Suite *s = suite_create("authority");
@@ -833,6 +1128,8 @@ static Suite *authority_suite(void)
 	tcase_add_test(tc, test_revoked_stays_revoked);
 	tcase_add_test(tc, test_crash_mid_revoke);
 	tcase_add_test(tc, test_notice_during_requests);
+	tcase_add_test(tc, test_busy_record);
+	tcase_add_test(tc, test_unaudited);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;

@@ -6,7 +6,8 @@
 # while the label is revoked. The revoke must complete with ortho-run
 # acknowledged; the rounds after it must use no shard and give the
 # Base-only perplexity (as ortho-run --no-ortho computes it); the daemon
-# must show nothing of the label resident.
+# must show nothing of the label resident. Before that, the authority given
+# by ORTHO_AUTHORITY=unix:PATH alone (no --authority) must serve the keys.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -78,6 +79,12 @@ base=$(run --no-ortho 2>/dev/null | awk '/^ppl /{print $2}')
 private=$(run --authority "unix:$sock" 2>/dev/null | awk '/^ppl /{print $2}')
 echo "Base-only ppl $base, with the shards $private"
 check "the shards change the perplexity" test "$base" != "$private"
+# The same through the environment only.
+viaenv=$(ORTHO_AUTHORITY="unix:$sock" run 2>"$work/env.err" | awk '/^ppl /{print $2}')
+check "ORTHO_AUTHORITY=unix:$sock alone, no --authority: ppl $viaenv, with the shards" \
+	test "$viaenv" = "$private"
+none=$(ORTHO_AUTHORITY=none run 2>/dev/null | awk '/^ppl /{print $2}')
+check "ORTHO_AUTHORITY=none: ppl $none, Base only" test "$none" = "$base"
 
 # Not through run(): $! must be ortho-run itself, the holder the daemon names.
 "$bin/ortho-run" ppl "$work/model" --tokenizer $tok --text $text \

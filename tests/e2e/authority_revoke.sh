@@ -8,7 +8,8 @@
 # refused the keys. Then the audit log: `orthoctl audit --verify` passes,
 # and fails after an edit of any record and after a truncation (on the live
 # log, restored between), and a stopped daemon refuses to start on an
-# edited log.
+# edited log. The key file the import wipes reads as zeros through a hard
+# link made before.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -67,9 +68,20 @@ full=$("$bin/ortho-run" ppl "$m" --tokenizer $tok --text "$text" --key-file "$wo
 echo "reference: Base only $base, with the shards $full"
 
 start_daemon
+# A second name for the key file's inode shows what the import leaves of
+# its contents: zeros, as many bytes as there were.
+ln "$work/keys" "$work/keys.link"
+ksize=$(stat -c %s "$work/keys")
 ctl key import "$work/keys" >/dev/null
 [ ! -e "$work/keys" ] && ok "key import: the key file was wiped and removed" ||
 	bad "key import left the key file"
+if [ "$ksize" -gt 0 ] && [ "$(stat -c %s "$work/keys.link")" -eq "$ksize" ] &&
+	cmp -s -n "$ksize" "$work/keys.link" /dev/zero; then
+	ok "key import: the $ksize bytes of the key file read as zeros through a hard link"
+else
+	bad "key import: the key file's contents were not zeroed: $(od -An -tx1 -N16 "$work/keys.link")"
+fi
+rm -f "$work/keys.link"
 ctl grant --label private-a --uid "$(id -u)" >/dev/null
 
 echo "== $N clients hold the shards"
