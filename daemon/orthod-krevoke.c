@@ -353,7 +353,7 @@ void krevoke_rec(const struct krevoke *k, size_t i,
 
 void krevoke_audit(const struct krevoke *k, char *buf, size_t cap)
 {
-	uint32_t holders = 0, acked = 0, killed = 0, closed = 0;
+	uint32_t holders = 0, acked = 0, killed = 0, closed = 0, more = 0;
 	char comm[PROTO_COMM_MAX + 1], hex[33];
 	size_t i, len;
 
@@ -368,11 +368,16 @@ void krevoke_audit(const struct krevoke *k, char *buf, size_t cap)
 	}
 	len = (size_t)snprintf(buf, cap, " kernel_shards=%zu kernel_holders=%u kernel_acked=%u kernel_killed=%u kernel_closed=%u",
 			       k->ns, holders, acked, killed, closed);
-	for (i = 0; i < k->nh && len < cap - 64; i++) {
+	/* Each entry takes at most 64 bytes; " more=N" needs 17 at the end. */
+	for (i = 0; i < k->nh; i++) {
 		const struct kholder *h = &k->h[i];
 
 		if (h->outcome == PROTO_COMPLETE)
 			continue;
+		if (len + 64 + 17 >= cap) {
+			more++;
+			continue;
+		}
 		proto_id_hex(h->id, hex);
 		audit_val(h->comm, comm, sizeof(comm));
 		len += (size_t)snprintf(buf + len, cap - len, " %s=%u/%u/%s/%.8s",
@@ -380,6 +385,8 @@ void krevoke_audit(const struct krevoke *k, char *buf, size_t cap)
 					h->outcome == PROTO_BUSY ? "kbusy" :
 					"kgone", h->pid, h->uid, comm, hex);
 	}
+	if (more)
+		snprintf(buf + len, cap - len, " more=%u", more);
 }
 
 void krevoke_free(struct krevoke *k)

@@ -335,6 +335,8 @@ static int open_loop(struct orthod *d)
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit (LimitFSIZE=) gives EFBIG and a clear error, not death. */
+	signal(SIGXFSZ, SIG_IGN);
 	d->sig.kind = EV_SIGNAL;
 	d->sig.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	d->tick.kind = EV_TICK;
