@@ -494,7 +494,7 @@ int revoke_start(struct orthod *d, struct conn *c,
 {
 	struct revoke_op *op = calloc(1, sizeof(*op));
 	size_t i;
-	int ret, aret;
+	int ret, aret, durable;
 
 	if (!op)
 		return conn_error(d, c, req, -ENOMEM, "out of memory");
@@ -517,6 +517,7 @@ int revoke_start(struct orthod *d, struct conn *c,
 	 * number of that record, unique across restarts.
 	 */
 	ret = make_durable(d, op);
+	durable = !ret;
 	op->id = d->audit.seq + 1;
 	aret = audit_request(d, c, op, r);
 	if (aret && !ret)
@@ -539,6 +540,10 @@ int revoke_start(struct orthod *d, struct conn *c,
 			      "revoke=%" PRIu64 " error=%d", op->id, ret))
 			aret = -EIO;
 		op_free(op);
+		if (durable)
+			return conn_error(d, c, req, ret,
+					  "the keys are revoked for good, but telling the holders failed (orthod completes it when it next starts)%s",
+					  aret ? " (not recorded in the audit log)" : "");
 		return conn_error(d, c, req, ret,
 				  "the revocation could not be made durable%s",
 				  aret ? " (nor recorded in the audit log)" : "");
