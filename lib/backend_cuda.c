@@ -58,6 +58,12 @@ void cuda_leave(struct cuda_dev *d)
 	pthread_mutex_unlock(&d->lock);
 }
 
+void cuda_drain(struct cuda_dev *d)
+{
+	cuda_ck(d->ctx, d->api, d->api->stream_synchronize(d->stream),
+		"cuStreamSynchronize(after a failed call)");
+}
+
 struct cuda_dev *cuda_dev_of(struct ortho_ctx *ctx)
 {
 	if (!ctx || ctx->backend != &backend_cuda)
@@ -235,9 +241,11 @@ static void dev_free(struct cuda_dev *d)
 	CUcontext c;
 
 	if (d->cu) {
-		if (!d->api->ctx_push_current(d->cu)) {
+		if (!cuda_ck(d->ctx, d->api, d->api->ctx_push_current(d->cu),
+			     "cuCtxPushCurrent(teardown)")) {
 			dev_teardown(d);
-			d->api->ctx_pop_current(&c);
+			cuda_ck(d->ctx, d->api, d->api->ctx_pop_current(&c),
+				"cuCtxPopCurrent(teardown)");
 		}
 		cuda_ck(d->ctx, d->api, d->api->ctx_destroy(d->cu),
 			"cuCtxDestroy");
@@ -334,15 +342,30 @@ static int cuda_base_upload(struct ortho_ctx *ctx, struct backend_q8 *t)
 		      q->size);
 	if (ret)
 		goto err_leave;
-	ret = cuda_ck(ctx, api, api->memcpy_htod(q->mem, h->q, qbytes),
-		      "cuMemcpyHtoD(Base %ux%u weights)", h->rows, h->cols);
+	/*
+	 * On the backend's stream, then waited for: a synchronous
+	 * cuMemcpyHtoD from pageable memory runs on the legacy default
+	 * stream and may return before its DMA has landed, and the
+	 * non-blocking stream the kernels run on does not wait for it.
+	 */
+	ret = cuda_ck(ctx, api, api->memcpy_htod_async(q->mem, h->q, qbytes,
+						       d->stream),
+		      "cuMemcpyHtoDAsync(Base %ux%u weights)", h->rows,
+		      h->cols);
 	if (!ret)
-		ret = cuda_ck(ctx, api, api->memcpy_htod(q->mem + q->sc_off,
-							 h->scales, sbytes),
-			      "cuMemcpyHtoD(Base %ux%u scales)", h->rows,
+		ret = cuda_ck(ctx, api, api->memcpy_htod_async(q->mem +
+							q->sc_off, h->scales,
+							sbytes, d->stream),
+			      "cuMemcpyHtoDAsync(Base %ux%u scales)", h->rows,
 			      h->cols);
+	if (ret)
+		cuda_drain(d);
+	else
+		ret = cuda_ck(ctx, api, api->stream_synchronize(d->stream),
+			      "cuStreamSynchronize(Base %ux%u upload)",
+			      h->rows, h->cols);
 	if (ret) {
-		api->mem_free(q->mem);
+		cuda_ck(ctx, api, api->mem_free(q->mem), "cuMemFree(Base)");
 		goto err_leave;
 	}
 	cuda_leave(d);
@@ -364,6 +387,8 @@ static void cuda_base_release(struct ortho_ctx *ctx, struct backend_q8 *t)
 	if (!q)
 		return;
 	if (!cuda_enter(d)) {
+		/* A launch queued before a failed call may still read it. */
+		cuda_drain(d);
 		cuda_ck(ctx, d->api, d->api->mem_free(q->mem),
 			"cuMemFree(Base)");
 		cuda_leave(d);
@@ -533,8 +558,9 @@ int cuda_ortho_upload_async(struct ortho_ctx *ctx, struct backend_ortho *o)
 	ret = ortho_queue(d, &o->host, &l, co);
 	if (ret) {
 		if (co->done)
-			d->api->event_destroy(co->done);
-		/* Wipes whatever part of the copies landed. */
+			cuda_ck(ctx, d->api, d->api->event_destroy(co->done),
+				"cuEventDestroy(Ortho upload)");
+		/* Waits for the copies queued, and wipes what landed. */
 		cuda_pool_free(&d->pool, &co->mem);
 		cuda_leave(d);
 		free(co);
@@ -703,6 +729,12 @@ int cuda_launch(struct cuda_dev *d, const struct okc_args *a)
 		gx = (unsigned int)(((uint64_t)a->ntok + OKC_GEMM_BN - 1) /
 				    OKC_GEMM_BN);
 		gy = (a->rows + OKC_GEMM_BM - 1) / OKC_GEMM_BM;
+		if (gy > 65535) {
+			olog_err(d->ctx, "CUDA GEMM: %u rows is more than the "
+				 "grid holds (%u)", a->rows,
+				 65535u * OKC_GEMM_BM);
+			return -E2BIG;
+		}
 	}
 	return cuda_ck(d->ctx, d->api,
 		       d->api->launch_kernel(f, gx, gy, 1, OKC_THREADS, 1, 1,
@@ -748,6 +780,9 @@ static int cuda_linear(struct ortho_ctx *ctx, const struct backend_q8 *t,
 		ret = cuda_ck(ctx, api, api->stream_synchronize(d->stream),
 			      "cuStreamSynchronize(linear %ux%u)", a.rows,
 			      a.cols);
+	else
+		/* Nothing queued may read x or write y after the return. */
+		cuda_drain(d);
 out:
 	cuda_leave(d);
 	return ret;

@@ -68,6 +68,12 @@ struct cuda_dev *cuda_dev_of(struct ortho_ctx *ctx);
 int cuda_enter(struct cuda_dev *d);
 /* Undo cuda_enter(). */
 void cuda_leave(struct cuda_dev *d);
+/*
+ * Entered, after a failed call: wait for the work it queued, so nothing
+ * still reads the caller's buffers or the memory about to be freed. A
+ * failure is logged, not returned (the first error is the one to report).
+ */
+void cuda_drain(struct cuda_dev *d);
 
 /* Grow @b to @need bytes (contents lost). Return: 0 or -errno. */
 int cuda_buf_reserve(struct cuda_dev *d, struct cuda_buf *b, size_t need);

@@ -51,9 +51,11 @@ static int timer_new(struct cuda_dev *d, struct bench_timer *t)
 static void timer_free(struct cuda_dev *d, struct bench_timer *t)
 {
 	if (t->start)
-		d->api->event_destroy(t->start);
+		cuda_ck(d->ctx, d->api, d->api->event_destroy(t->start),
+			"cuEventDestroy(bench)");
 	if (t->stop)
-		d->api->event_destroy(t->stop);
+		cuda_ck(d->ctx, d->api, d->api->event_destroy(t->stop),
+			"cuEventDestroy(bench)");
 }
 
 static int timer_mark(struct cuda_dev *d, CUevent e)
@@ -116,6 +118,8 @@ static int bench_run(struct cuda_dev *d, struct okc_args *a, const float *x,
 	if (!ret && y)
 		ret = cuda_ck(d->ctx, api, api->memcpy_dtoh(y, a->y, yb),
 			      "cuMemcpyDtoH(bench y)");
+	if (ret)
+		cuda_drain(d);
 	timer_free(d, &t);
 	*sec = s / iters;
 	return ret;
@@ -194,6 +198,8 @@ static int copy_run(struct cuda_dev *d, CUdeviceptr src, CUdeviceptr dst,
 		ret = timer_mark(d, t.stop);
 	if (!ret)
 		ret = timer_read(d, &t, s);
+	if (ret)
+		cuda_drain(d);
 	timer_free(d, &t);
 	return ret;
 }
@@ -221,9 +227,11 @@ int cuda_copy_bandwidth(struct ortho_ctx *ctx, size_t bytes,
 	if (!ret)
 		ret = copy_run(d, src, dst, bytes, iters, &s);
 	if (dst)
-		d->api->mem_free(dst);
+		cuda_ck(ctx, d->api, d->api->mem_free(dst),
+			"cuMemFree(bench target)");
 	if (src)
-		d->api->mem_free(src);
+		cuda_ck(ctx, d->api, d->api->mem_free(src),
+			"cuMemFree(bench source)");
 	cuda_leave(d);
 	if (!ret && s <= 0)
 		ret = -EIO;
@@ -331,8 +339,16 @@ static int set_buffers(struct cuda_bench_set *s, const float *x)
 			      d->api->stream_synchronize(d->stream),
 			      "cuStreamSynchronize(bench set x)");
 	/* Without room for the pad a pass has no head start: no error. */
-	if (!ret && d->api->mem_alloc(&s->pad, HEAD_BYTES) != CUDA_SUCCESS)
-		s->pad = 0;
+	if (!ret) {
+		CUresult r = d->api->mem_alloc(&s->pad, HEAD_BYTES);
+
+		if (r != CUDA_SUCCESS) {
+			olog_info(s->ctx, "bench set: cuMemAlloc(head start, "
+				  "%u MiB): %s; passes start cold",
+				  HEAD_BYTES >> 20, cuda_errname(d->api, r));
+			s->pad = 0;
+		}
+	}
 	return ret;
 }
 
@@ -435,6 +451,8 @@ int cuda_bench_set_pass(struct cuda_bench_set *s, int with_ortho,
 		ret = timer_mark(s->d, t.stop);
 	if (!ret)
 		ret = timer_read(s->d, &t, &span);
+	if (ret)
+		cuda_drain(s->d);
 	timer_free(s->d, &t);
 	cuda_leave(s->d);
 	if (!ret && !(span > 0))
@@ -470,6 +488,8 @@ int cuda_bench_set_output(struct cuda_bench_set *s, uint32_t i,
 		ret = cuda_ck(s->ctx, d->api,
 			      d->api->stream_synchronize(d->stream),
 			      "cuStreamSynchronize(bench set y)");
+	else
+		cuda_drain(d);
 	cuda_leave(d);
 	return ret;
 }

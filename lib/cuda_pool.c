@@ -60,9 +60,11 @@ static int map_chunk(struct cuda_pool *p, size_t c)
 	p->mapped += p->gran;
 	return 0;
 err_unmap:
-	api->mem_unmap(va, p->gran);
+	cuda_ck(p->ctx, api, api->mem_unmap(va, p->gran),
+		"cuMemUnmap(Ortho pool chunk %zu, undo)", c);
 err_release:
-	api->mem_release(h);
+	cuda_ck(p->ctx, api, api->mem_release(h),
+		"cuMemRelease(Ortho pool chunk %zu, undo)", c);
 	return ret;
 }
 
@@ -164,7 +166,7 @@ int cuda_pool_init(struct cuda_pool *p, struct ortho_ctx *ctx,
 	return 0;
 }
 
-/* Wipe every chunk still in use, then release it and the range. */
+/* Wipe every chunk (or plain allocation) still in use, then release it. */
 void cuda_pool_fini(struct cuda_pool *p)
 {
 	const struct cuda_api *api = p->api;
@@ -190,6 +192,18 @@ void cuda_pool_fini(struct cuda_pool *p)
 				api->mem_address_free(p->base, p->size),
 				"cuMemAddressFree(Ortho pool)");
 	}
+	for (c = 0; c < p->nplain; c++) {
+		struct cuda_pool_alloc *a = &p->plain[c];
+
+		if (!cuda_ck(p->ctx, api, api->memset_d8_async(a->ptr, 0,
+							a->size, p->stream),
+			     "cuMemsetD8Async(Ortho tensor at close)"))
+			cuda_ck(p->ctx, api, api->stream_synchronize(p->stream),
+				"cuStreamSynchronize(Ortho wipe at close)");
+		cuda_ck(p->ctx, api, api->mem_free(a->ptr),
+			"cuMemFree(Ortho tensor at close)");
+	}
+	free(p->plain);
 	vmm_undo(p);
 	memset(p, 0, sizeof(*p));
 }
@@ -266,6 +280,49 @@ static int vmm_alloc(struct cuda_pool *p, size_t len,
 	return 0;
 }
 
+/* One cuMemAlloc, listed so that cuda_pool_fini() can wipe it. */
+static int plain_alloc(struct cuda_pool *p, size_t len,
+		       struct cuda_pool_alloc *a)
+{
+	struct cuda_pool_alloc *l;
+	int ret;
+
+	if (p->nplain == p->plain_cap) {
+		size_t cap = p->plain_cap ? 2 * p->plain_cap : 16;
+
+		l = realloc(p->plain, cap * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		p->plain = l;
+		p->plain_cap = cap;
+	}
+	ret = cuda_ck(p->ctx, p->api, p->api->mem_alloc(&a->ptr, len),
+		      "cuMemAlloc(Ortho tensor, %zu bytes)", len);
+	if (ret) {
+		a->ptr = 0;
+		return ret;
+	}
+	p->plain[p->nplain].ptr = a->ptr;
+	p->plain[p->nplain].size = len;
+	p->plain[p->nplain].off = 0;
+	p->nplain++;
+	p->mapped += len;
+	return 0;
+}
+
+/* Off the list (it is there: the pool handed it out). */
+static void plain_forget(struct cuda_pool *p, CUdeviceptr ptr)
+{
+	size_t i;
+
+	for (i = 0; i < p->nplain; i++) {
+		if (p->plain[i].ptr == ptr) {
+			p->plain[i] = p->plain[--p->nplain];
+			return;
+		}
+	}
+}
+
 int cuda_pool_alloc(struct cuda_pool *p, size_t size,
 		    struct cuda_pool_alloc *a)
 {
@@ -279,10 +336,7 @@ int cuda_pool_alloc(struct cuda_pool *p, size_t size,
 	if (p->vmm) {
 		ret = vmm_alloc(p, len, a);
 	} else {
-		ret = cuda_ck(p->ctx, p->api, p->api->mem_alloc(&a->ptr, len),
-			      "cuMemAlloc(Ortho tensor, %zu bytes)", len);
-		if (!ret)
-			p->mapped += len;
+		ret = plain_alloc(p, len, a);
 	}
 	if (ret)
 		return ret;
@@ -341,6 +395,7 @@ int cuda_pool_free(struct cuda_pool *p, struct cuda_pool_alloc *a)
 		chunks_put(p, a->off, a->size);
 		range_put(p, a->off, a->size);
 	} else {
+		plain_forget(p, a->ptr);
 		cuda_ck(p->ctx, api, api->mem_free(a->ptr),
 			"cuMemFree(Ortho tensor)");
 		p->mapped -= a->size;

@@ -34,6 +34,13 @@ struct cuda_pool_range {
 	size_t off, len;
 };
 
+/* One allocation from the pool. */
+struct cuda_pool_alloc {
+	CUdeviceptr ptr;
+	size_t size;			/* rounded to CUDA_POOL_ALIGN */
+	size_t off;			/* in the range (vmm) */
+};
+
 struct cuda_pool {
 	const struct cuda_api *api;
 	struct ortho_ctx *ctx;		/* for messages */
@@ -51,13 +58,9 @@ struct cuda_pool {
 	size_t in_use;			/* bytes handed out (rounded) */
 	size_t mapped;			/* physical bytes mapped */
 	unsigned int allocs;		/* live allocations */
-};
-
-/* One allocation from the pool. */
-struct cuda_pool_alloc {
-	CUdeviceptr ptr;
-	size_t size;			/* rounded to CUDA_POOL_ALIGN */
-	size_t off;			/* in the range (vmm) */
+	/* The cuMemAlloc fallback's live allocations (wiped at fini). */
+	struct cuda_pool_alloc *plain;
+	size_t nplain, plain_cap;
 };
 
 enum cuda_pool_mode {
