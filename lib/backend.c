@@ -93,3 +93,18 @@ int backend_select(struct ortho_ctx *ctx, const char *spec)
 	olog_err(ctx, "unknown backend '%s' (auto, cpu, cuda[:N])", spec);
 	return -EINVAL;
 }
+
+int backend_host_register(struct ortho_ctx *ctx, void *p, size_t len)
+{
+	if (!ctx->backend || !ctx->backend->host_register)
+		return -EOPNOTSUPP;
+	if (!p || !len)
+		return -EINVAL;
+	return ctx->backend->host_register(ctx, p, len);
+}
+
+void backend_host_unregister(struct ortho_ctx *ctx, void *p)
+{
+	if (ctx->backend && ctx->backend->host_unregister && p)
+		ctx->backend->host_unregister(ctx, p);
+}

@@ -41,6 +41,15 @@ struct ortho_backend {
 	int (*linear)(struct ortho_ctx *ctx, const struct backend_q8 *t,
 		      const struct backend_ortho *const *o, unsigned int no,
 		      const float *x, float *y, uint32_t ntok);
+	/*
+	 * Optional (NULL on the cpu backend): make host memory that
+	 * ortho_upload will copy from a direct copy source (cuda: pinned with
+	 * cuMemHostRegister). Best effort: a failure is logged once per
+	 * context and uploads copy from pageable memory as before. Callers
+	 * use backend_host_register() and backend_host_unregister().
+	 */
+	int (*host_register)(struct ortho_ctx *ctx, void *p, size_t len);
+	void (*host_unregister)(struct ortho_ctx *ctx, void *p);
 };
 
 extern const struct ortho_backend backend_cpu;
@@ -51,5 +60,28 @@ extern const struct ortho_backend backend_cpu;
  * Return: 0, -EINVAL for an unknown name, -ENODEV when not available.
  */
 int backend_select(struct ortho_ctx *ctx, const char *spec);
+
+/**
+ * backend_host_register() - offer @len bytes at @p, host memory that
+ * ortho_upload will copy from, to the backend (the cuda backend pins it).
+ * @ctx: the context.
+ * @p: page-aligned memory; it stays mapped until backend_host_unregister().
+ * @len: its length.
+ *
+ * Nothing is required of the caller on failure: uploads work either way.
+ * Return: 0 when the backend took it, -EOPNOTSUPP when it has no use for
+ * it (cpu), else the backend's -errno (already logged).
+ */
+int backend_host_register(struct ortho_ctx *ctx, void *p, size_t len);
+
+/**
+ * backend_host_unregister() - undo backend_host_register(); call it before
+ * @p is wiped, reused for other bytes or unmapped, and after every
+ * ortho_upload that read it has returned (an upload returns only when its
+ * copy is done). A no-op for memory the backend did not take.
+ * @ctx: the context.
+ * @p: what was given to backend_host_register().
+ */
+void backend_host_unregister(struct ortho_ctx *ctx, void *p);
 
 #endif

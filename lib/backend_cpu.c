@@ -61,4 +61,5 @@ const struct ortho_backend backend_cpu = {
 	.ortho_upload = cpu_ortho_upload,
 	.ortho_release = cpu_ortho_release,
 	.linear = cpu_linear,
+	/* No host_register: the op reads the host bytes where they are. */
 };

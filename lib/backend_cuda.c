@@ -107,6 +107,119 @@ int cuda_buf_reserve(struct cuda_dev *d, struct cuda_buf *b, size_t need)
 	return 0;
 }
 
+/* ---- host memory pinned for uploads ---- */
+
+/*
+ * Best effort: an upload from unpinned memory works too (the driver
+ * stages it), so a failure is logged once per context (then at debug
+ * level) and the memory stays pageable. Entered.
+ */
+static int hostreg_failed(struct cuda_dev *d, size_t len, CUresult r,
+			  int err)
+{
+	if (d->reg_failures++)
+		olog_dbg(d->ctx, "CUDA cuMemHostRegister(%zu bytes): %s",
+			 len, r ? cuda_errname(d->api, r) : strerror(-err));
+	else
+		olog_warn(d->ctx, "CUDA cuMemHostRegister(%zu bytes): %s; "
+			  "Ortho uploads copy from pageable host memory "
+			  "(slower; logged once)", len,
+			  r ? cuda_errname(d->api, r) : strerror(-err));
+	return err;
+}
+
+int cuda_host_register(struct ortho_ctx *ctx, void *p, size_t len)
+{
+	struct cuda_dev *d = cuda_dev_of(ctx);
+	struct cuda_hostreg *n;
+	unsigned int cap;
+	CUresult r;
+	int ret;
+
+	if (!d)
+		return -ENODEV;
+	if (!p || !len)
+		return -EINVAL;
+	ret = cuda_enter(d);
+	if (ret)
+		return ret;
+	if (d->nregs == d->regs_cap) {
+		cap = d->regs_cap ? 2 * d->regs_cap : 16;
+		n = realloc(d->regs, cap * sizeof(*n));
+		if (!n) {
+			ret = hostreg_failed(d, len, CUDA_SUCCESS, -ENOMEM);
+			goto out;
+		}
+		d->regs = n;
+		d->regs_cap = cap;
+	}
+	r = d->api->mem_host_register(p, len, 0);
+	if (r) {
+		ret = hostreg_failed(d, len, r, cuda_errno(r));
+		goto out;
+	}
+	d->regs[d->nregs].p = p;
+	d->regs[d->nregs].len = len;
+	d->nregs++;
+out:
+	cuda_leave(d);
+	return ret;
+}
+
+/*
+ * Entered: unpin entry @i. The stream is drained first: a copy still
+ * queued from the memory (there should be none: an upload returns after
+ * its copy's event) reads it before it is unpinned, and the caller wipes
+ * or unmaps it only after this returns.
+ */
+static int hostreg_drop(struct cuda_dev *d, unsigned int i)
+{
+	struct cuda_hostreg g = d->regs[i];
+
+	d->regs[i] = d->regs[--d->nregs];
+	if (d->stream)
+		cuda_ck(d->ctx, d->api, d->api->stream_synchronize(d->stream),
+			"cuStreamSynchronize(before cuMemHostUnregister)");
+	return cuda_ck(d->ctx, d->api, d->api->mem_host_unregister(g.p),
+		       "cuMemHostUnregister(%zu bytes)", g.len);
+}
+
+int cuda_host_unregister(struct ortho_ctx *ctx, void *p)
+{
+	struct cuda_dev *d = cuda_dev_of(ctx);
+	unsigned int i;
+	int ret;
+
+	if (!d)
+		return -ENODEV;
+	ret = cuda_enter(d);
+	if (ret)
+		return ret;
+	for (i = 0; i < d->nregs && d->regs[i].p != p; i++)
+		;
+	ret = i < d->nregs ? hostreg_drop(d, i) : -ENOENT;
+	cuda_leave(d);
+	return ret;
+}
+
+static void cuda_op_host_unregister(struct ortho_ctx *ctx, void *p)
+{
+	cuda_host_unregister(ctx, p);
+}
+
+/* With the context current, at teardown: what the owners left pinned. */
+static void hostregs_drop_all(struct cuda_dev *d)
+{
+	if (d->nregs)
+		olog_warn(d->ctx, "CUDA: %u host buffers still pinned at "
+			  "close; unpinning them", d->nregs);
+	while (d->nregs)
+		hostreg_drop(d, d->nregs - 1);
+	free(d->regs);
+	d->regs = NULL;
+	d->regs_cap = 0;
+}
+
 /* ---- setup ---- */
 
 /* "auto" and "cuda" mean device 0; backend_select() checked the syntax. */
@@ -221,6 +334,7 @@ static void dev_teardown(struct cuda_dev *d)
 {
 	const struct cuda_api *api = d->api;
 
+	hostregs_drop_all(d);
 	if (d->stream) {
 		cuda_buf_drop(d, &d->xbuf);
 		cuda_buf_drop(d, &d->ybuf);
@@ -251,6 +365,7 @@ static void dev_free(struct cuda_dev *d)
 			"cuCtxDestroy");
 	}
 	pthread_mutex_destroy(&d->lock);
+	free(d->regs);
 	free(d);
 }
 
@@ -560,7 +675,11 @@ int cuda_ortho_upload_async(struct ortho_ctx *ctx, struct backend_ortho *o)
 		if (co->done)
 			cuda_ck(ctx, d->api, d->api->event_destroy(co->done),
 				"cuEventDestroy(Ortho upload)");
-		/* Waits for the copies queued, and wipes what landed. */
+		/*
+		 * The copies queued finish before the caller may touch the
+		 * host bytes again; then what landed is wiped.
+		 */
+		cuda_drain(d);
 		cuda_pool_free(&d->pool, &co->mem);
 		cuda_leave(d);
 		free(co);
@@ -604,36 +723,6 @@ int cuda_ortho_devmem(const struct backend_ortho *o, uint64_t *addr,
 	*addr = co->mem.ptr;
 	*size = co->mem.size;
 	return 0;
-}
-
-static int host_pin(struct ortho_ctx *ctx, void *p, size_t len, int on)
-{
-	struct cuda_dev *d = cuda_dev_of(ctx);
-	int ret;
-
-	if (!d)
-		return -ENODEV;
-	ret = cuda_enter(d);
-	if (ret)
-		return ret;
-	if (on)
-		ret = cuda_ck(ctx, d->api, d->api->mem_host_register(p, len, 0),
-			      "cuMemHostRegister(%zu bytes)", len);
-	else
-		ret = cuda_ck(ctx, d->api, d->api->mem_host_unregister(p),
-			      "cuMemHostUnregister");
-	cuda_leave(d);
-	return ret;
-}
-
-int cuda_host_register(struct ortho_ctx *ctx, void *p, size_t len)
-{
-	return host_pin(ctx, p, len, 1);
-}
-
-int cuda_host_unregister(struct ortho_ctx *ctx, void *p)
-{
-	return host_pin(ctx, p, 0, 0);
 }
 
 static int cuda_ortho_upload(struct ortho_ctx *ctx, struct backend_ortho *o)
@@ -797,5 +886,7 @@ const struct ortho_backend backend_cuda = {
 	.ortho_upload = cuda_ortho_upload,
 	.ortho_release = cuda_ortho_release,
 	.linear = cuda_linear,
+	.host_register = cuda_host_register,
+	.host_unregister = cuda_op_host_unregister,
 };
 #endif /* HAVE_CUDA */

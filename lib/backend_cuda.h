@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The CUDA backend (lib/backend_cuda.c) and what it offers beyond the ops
- * table: host staging registration and asynchronous Ortho uploads for the
- * streaming code, device timings for ortho-bench, and a look at an Ortho
- * tensor's device memory for the tests.
+ * table: host memory pinning (the ops table's host_register is this),
+ * asynchronous Ortho uploads for the streaming code, device timings for
+ * ortho-bench, and a look at an Ortho tensor's device memory for the
+ * tests.
  *
  * Without HAVE_CUDA the backend is not built; the functions below are then
  * inline and answer -ENODEV, so callers need no #ifdef. With it, they
@@ -25,22 +26,29 @@ struct ortho_ctx;
 extern const struct ortho_backend backend_cuda;
 
 /**
- * cuda_host_register() - pin a host staging buffer for the device (DMA
- * straight from it; cuMemHostRegister).
+ * cuda_host_register() - pin host memory that uploads copy from, so that
+ * cuMemcpyHtoDAsync is DMA straight from it (cuMemHostRegister); the ops
+ * table's host_register. Best effort: the first failure in a context is
+ * logged as a warning (later ones at debug level) and the memory stays
+ * pageable, which uploads handle too.
  * @ctx: a context on the cuda backend.
- * @p: page-aligned buffer.
+ * @p: page-aligned memory; it stays mapped until cuda_host_unregister().
  * @len: its length.
  *
- * Return: 0, -ENODEV off the cuda backend, or the driver's errno.
+ * Return: 0, -ENODEV off the cuda backend, -EINVAL, -ENOMEM, or the
+ * driver's errno (-EEXIST: it overlaps pinned memory).
  */
 int cuda_host_register(struct ortho_ctx *ctx, void *p, size_t len);
 
 /**
- * cuda_host_unregister() - undo cuda_host_register().
+ * cuda_host_unregister() - undo cuda_host_register(): the stream is
+ * drained first, so no copy still reads @p, which the caller may then wipe,
+ * reuse or unmap. The context's close unpins what is left (with a warning).
  * @ctx: the context.
- * @p: the buffer.
+ * @p: the memory, as given to cuda_host_register().
  *
- * Return: 0, -ENODEV off the cuda backend, or the driver's errno.
+ * Return: 0, -ENODEV off the cuda backend, -ENOENT when @p is not pinned
+ * here (nothing logged), or the driver's errno.
  */
 int cuda_host_unregister(struct ortho_ctx *ctx, void *p);
 

@@ -30,6 +30,12 @@ struct cuda_buf {
 	size_t cap;
 };
 
+/* Host memory pinned for uploads (cuMemHostRegister). */
+struct cuda_hostreg {
+	void *p;
+	size_t len;
+};
+
 struct cuda_dev {
 	const struct cuda_api *api;
 	struct ortho_ctx *ctx;		/* for messages */
@@ -45,6 +51,9 @@ struct cuda_dev {
 	CUfunction fn[CUDA_NFN];
 	struct cuda_buf xbuf, ybuf;
 	struct cuda_pool pool;
+	struct cuda_hostreg *regs;	/* cuda_host_register()ed, nregs */
+	unsigned int nregs, regs_cap;
+	unsigned int reg_failures;	/* the first one is logged */
 };
 
 /* backend_q8.dev: Base weights then, CUDA_POOL_ALIGN-aligned, scales. */

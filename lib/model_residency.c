@@ -19,6 +19,12 @@
  * decrypt workers are the context's too; each model keeps a prefetch
  * thread of its own.
  *
+ * A unit's slot is the source of its tensors' uploads: it is offered to
+ * the backend (backend_host_register(): the CUDA backend pins it, so the
+ * copies are DMA straight from it) once its plaintext is in, and taken
+ * back before the manager wipes it. Each upload returns only after its
+ * copy is done, so the slot is never wiped or reused under a copy.
+ *
  * A shard is used whole or not at all: when one unit of a per-tensor shard
  * fails, the shard is FAILED and its other units are dropped by the next
  * op that meets them. Locking: lib/model.h and lib/residency.h.
@@ -454,13 +460,18 @@ static int unit_load(void *owner, unsigned int ui, void *mem, uint64_t size,
 	if (ret)
 		return ret;
 	ret = unit_fill(m, s, u, mem, urgent, cancel, bad);
-	if (!ret)
+	if (!ret) {
+		/* The slot is the uploads' copy source: pinned on CUDA. */
+		backend_host_register(m->ctx, mem, size);
 		ret = views_build(m, s, u, mem);
+	}
 	if (!ret)
 		ret = shard_resident(m, s, u, mem);
 	if (!ret)
 		return 0;
 	views_free(m, u);
+	/* The uploads are done (each waits for its copy); wiped next. */
+	backend_host_unregister(m->ctx, mem);
 	if (ret == -ECANCELED)
 		shard_settle(m, s, u, 0);
 	else
@@ -475,6 +486,8 @@ static void unit_unload(void *owner, unsigned int ui, void *mem)
 
 	shard_evicting(m, &m->shards[u->shard], u);
 	views_free(m, u);
+	/* Unpinned before the manager wipes the slot and reuses or unmaps it. */
+	backend_host_unregister(m->ctx, mem);
 }
 
 /* Wiped: its bytes are gone (and reported gone). */

@@ -9,6 +9,12 @@
  * lane's owner warns, and reads go on into unlocked, unregistered buffers.
  * Only liburing 2.3 calls are used (Debian 12).
  *
+ * They are not registered with the CUDA driver: they hold ciphertext,
+ * which the CPU decrypts into the residency slot, and the slot is what the
+ * backend copies to the device (lib/model_residency.c pins it with
+ * backend_host_register()). Pinned here, they would be pages no device
+ * copy ever reads.
+ *
  * A lane is used by one thread at a time (lib/stream.c hands them out), so
  * nothing here locks.
  */

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -863,6 +864,121 @@ START_TEST(gpu_threads)
 }
 END_TEST
 
+#ifdef HAVE_CUDA
+/* Return: how many times @needle occurs in @s. */
+static unsigned int count_of(const char *s, const char *needle)
+{
+	unsigned int n = 0;
+
+	while ((s = strstr(s, needle))) {
+		n++;
+		s++;
+	}
+	return n;
+}
+
+/* Copy @h's arrays into @buf (64-byte aligned parts); *@out views them. */
+static size_t ortho_copy_to(const struct ok_ortho *h, uint8_t *buf,
+			    size_t cap, struct ok_ortho *out)
+{
+	size_t nnz, csz, off = 0, n;
+
+	*out = *h;
+	if (h->encoding == OK_DENSE16) {
+		nnz = (size_t)h->rows * h->cols;
+	} else {
+		n = ((size_t)h->rows + 1) * sizeof(uint32_t);
+		nnz = ((const uint32_t *)h->rowptr)[h->rows];
+		csz = h->encoding == OK_CSR16 ? 2 : 4;
+		ck_assert_uint_le(n + 64 + nnz * csz + 64, cap);
+		memcpy(buf, h->rowptr, n);
+		out->rowptr = (const uint32_t *)buf;
+		off = (n + 63) / 64 * 64;
+		memcpy(buf + off, h->col, nnz * csz);
+		out->col = buf + off;
+		off = (off + nnz * csz + 63) / 64 * 64;
+	}
+	ck_assert_uint_le(off + nnz * 2, cap);
+	memcpy(buf + off, h->val, nnz * 2);
+	out->val = (const uint16_t *)(buf + off);
+	return off + nnz * 2;
+}
+
+/*
+ * Host memory pinned for uploads (the ops table's host_register): an
+ * upload from it returns only when its copy is done (the bytes are wiped
+ * right after, and the op still matches the CPU twin); unpinning what is
+ * not pinned is a quiet no-op; a failed pin (overlapping pinned memory)
+ * is logged once and changes nothing; the CPU backend has no such op; and
+ * a context closed with memory still pinned unpins it.
+ */
+START_TEST(gpu_host_register)
+{
+	const struct ortho_backend *b = gctx->backend;
+	struct cuda_dev *d = cuda_dev_of(gctx);
+	size_t len = 4 << 20, used;
+	struct ortho_ctx *c;
+	struct dev_prob dp;
+	struct prob p;
+	uint8_t *buf;
+	int err;
+
+	ck_assert_ptr_nonnull(b->host_register);
+	buf = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(buf, MAP_FAILED);
+	prob_make(&p, 300, 512, 64, 1, "1", 0.02);
+	memset(&dp, 0, sizeof(dp));
+	dp.q.host = p.m;
+	ck_assert_int_eq(b->base_upload(gctx, &dp.q), 0);
+	used = ortho_copy_to(&p.o[0], buf, len, &dp.o[0].host);
+	dp.op[0] = &dp.o[0];
+
+	tu_log_clear(&lg);
+	ck_assert_int_eq(backend_host_register(gctx, buf, len), 0);
+	ck_assert_uint_eq(d->nregs, 1);
+	ck_assert_int_eq(b->ortho_upload(gctx, &dp.o[0]), 0);
+	memset(buf, 0xff, used);	/* the copy must have left it */
+	poison_y((size_t)p.m.rows * sizeof(float));
+	ck_assert_int_eq(b->linear(gctx, &dp.q, dp.op, 1, p.x, p.y, 1), 0);
+	ck_assert_uint_eq(compare(&p, p.y, "pinned upload"), 0);
+
+	/* Overlapping pinned memory: refused, logged once, nothing kept. */
+	ck_assert_int_eq(cuda_host_register(gctx, buf + 4096, 4096), -EEXIST);
+	ck_assert_int_eq(cuda_host_register(gctx, buf + 8192, 4096), -EEXIST);
+	ck_assert_uint_eq(d->nregs, 1);
+	ck_assert_msg(count_of(lg.buf, "logged once") == 1, "log: %s",
+		      lg.buf);
+	tu_log_clear(&lg);
+	backend_host_unregister(gctx, buf + 4096);	/* not pinned */
+	ck_assert_uint_eq(d->nregs, 1);
+	backend_host_unregister(gctx, buf);
+	ck_assert_uint_eq(d->nregs, 0);
+	ck_assert_int_eq(cuda_host_unregister(gctx, buf), -ENOENT);
+	ck_assert_msg(lg.len == 0, "log: %s", lg.buf);
+	b->ortho_release(gctx, &dp.o[0]);
+	b->base_release(gctx, &dp.q);
+
+	c = ctx_on("cpu", &err);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_null(c->backend->host_register);
+	ck_assert_int_eq(backend_host_register(c, buf, len), -EOPNOTSUPP);
+	backend_host_unregister(c, buf);
+	ortho_ctx_free(c);
+
+	c = ctx_on("cuda", &err);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(backend_host_register(c, buf, len), 0);
+	tu_log_clear(&lg);
+	ortho_ctx_free(c);		/* unpins it */
+	ck_assert_msg(tu_log_has(&lg, "still pinned at close"), "log: %s",
+		      lg.buf);
+	ck_assert_int_eq(munmap(buf, len), 0);
+	prob_free(&p);
+}
+END_TEST
+#endif
+
 START_TEST(gpu_bench_helpers)
 {
 	struct ortho_ctx *cpu;
@@ -956,6 +1072,9 @@ static TCase *gpu_tcase(void)
 	tcase_add_test(tc, gpu_bad_input);
 	tcase_add_test(tc, gpu_threads);
 	tcase_add_test(tc, gpu_bench_helpers);
+#ifdef HAVE_CUDA
+	tcase_add_test(tc, gpu_host_register);
+#endif
 	return tc;
 }
 
