@@ -437,22 +437,28 @@ START_TEST(test_revoke_many_holders)
 }
 END_TEST
 
-/* A child process that takes the key and holds it, then does @what. */
+/*
+ * A child process that takes the keys of @n shards (@shards, at most 8),
+ * reports them resident, then does @what.
+ */
 enum child_act { CHILD_EXIT, CHILD_HANG_UP, CHILD_SIT };
 
-static pid_t holder_child(struct daemon *d, const uint8_t *shard,
-			  enum child_act what)
+static pid_t holders_child(struct daemon *d, const uint8_t *const *shards,
+			   unsigned int n, enum child_act what)
 {
-	uint8_t id[16];
-	struct authority_notice n;
+	uint8_t ids[8][16];
+	struct authority_notice nt;
 	struct authority_key k;
 	struct authority *c;
+	unsigned int i;
 	int p[2];
 	char ch;
 	pid_t pid;
 
-	/* secmem (the key file's entries) reads as zeros in a child. */
-	memcpy(id, shard, sizeof(id));
+	ck_assert_uint_le(n, 8);
+	/* Copied here: secmem (the key file's entries) reads as zeros in a child. */
+	for (i = 0; i < n; i++)
+		memcpy(ids[i], shards[i], 16);
 	ck_assert_int_eq(pipe(p), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -463,20 +469,28 @@ static pid_t holder_child(struct daemon *d, const uint8_t *shard,
 		return pid;
 	}
 	close(p[0]);
-	if (authority_connect(NULL, d->sock, &c) ||
-	    authority_get_key(c, id, &k) ||
-	    authority_hold(c, id, "cpu", 100, 1))
+	if (authority_connect(NULL, d->sock, &c))
 		_exit(2);
+	for (i = 0; i < n; i++)
+		if (authority_get_key(c, ids[i], &k) ||
+		    authority_hold(c, ids[i], "cpu", 100, 1))
+			_exit(2);
 	if (write(p[1], "r", 1) != 1)
 		_exit(3);
 	if (what == CHILD_HANG_UP) {
 		authority_close(c);
 		pause();
 	}
-	if (what == CHILD_EXIT && authority_wait_notice(c, 10000, &n) == 1)
+	if (what == CHILD_EXIT && authority_wait_notice(c, 10000, &nt) == 1)
 		_exit(0);
-	pause();
-	_exit(4);
+	for (;;)
+		pause();
+}
+
+static pid_t holder_child(struct daemon *d, const uint8_t *shard,
+			  enum child_act what)
+{
+	return holders_child(d, &shard, 1, what);
 }
 
 static void expect_holder(const struct ortho_admin_revoke *r, pid_t pid,
@@ -831,38 +845,13 @@ END_TEST
 static pid_t sitter(struct daemon *d, const struct keyfile *kf,
 		    unsigned int first, unsigned int n)
 {
-	uint8_t ids[8][16];
-	struct authority_key k;
-	struct authority *c;
+	const uint8_t *ids[8];
 	unsigned int i;
-	int p[2];
-	char ch;
-	pid_t pid;
 
 	ck_assert_uint_le(n, 8);
-	/* Copied here: secmem reads as zeros in a child. */
 	for (i = 0; i < n; i++)
-		memcpy(ids[i], kf->e[first + i].id, 16);
-	ck_assert_int_eq(pipe(p), 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid) {
-		close(p[1]);
-		ck_assert_int_eq(read(p[0], &ch, 1), 1);
-		close(p[0]);
-		return pid;
-	}
-	close(p[0]);
-	if (authority_connect(NULL, d->sock, &c))
-		_exit(2);
-	for (i = 0; i < n; i++)
-		if (authority_get_key(c, ids[i], &k) ||
-		    authority_hold(c, ids[i], "cpu", 100, 1))
-			_exit(3);
-	if (write(p[1], "r", 1) != 1)
-		_exit(4);
-	for (;;)
-		pause();
+		ids[i] = kf->e[first + i].id;
+	return holders_child(d, ids, n, CHILD_SIT);
 }
 
 struct last_rec {
