@@ -594,6 +594,27 @@ static void *par_main(void *arg)
 	return NULL;
 }
 
+/* @n threads page the whole file in through @s at once (n <= 5).
+ * Return: 0 when every read succeeded with the right bytes, else -1. */
+static int par_run(struct stream *s, int n)
+{
+	struct par p[5] = { 0 };
+	pthread_t th[5];
+	int i, bad = 0;
+
+	for (i = 0; i < n; i++) {
+		p[i].s = s;
+		if (pthread_create(&th[i], NULL, par_main, &p[i]))
+			return -1;
+	}
+	for (i = 0; i < n; i++) {
+		pthread_join(th[i], NULL);
+		if (p[i].ret || !p[i].same)
+			bad = 1;
+	}
+	return bad ? -1 : 0;
+}
+
 START_TEST(test_concurrent)
 {
 	struct stream_opts o = { .lanes = 2, .workers = 2 };
@@ -682,26 +703,16 @@ static int block_io_uring(void)
 static int seccomp_child(void)
 {
 	struct stream_opts o = { .lanes = 2 };
-	struct par p[3] = { 0 };
 	struct stream_info info;
-	pthread_t th[3];
 	struct stream *s;
-	int i;
 
 	if (block_io_uring())
 		return 2;
 	tu_log_clear(&lg);
 	if (stream_new(ctx, &o, &s))
 		return 3;
-	for (i = 0; i < 3; i++) {
-		p[i].s = s;
-		pthread_create(&th[i], NULL, par_main, &p[i]);
-	}
-	for (i = 0; i < 3; i++) {
-		pthread_join(th[i], NULL);
-		if (p[i].ret || !p[i].same)
-			return 4;
-	}
+	if (par_run(s, 3))
+		return 4;
 	stream_get_info(s, &info);
 	stream_free(s);
 	if (info.uring)
@@ -828,12 +839,10 @@ static int memlock_confine(rlim_t limit)
 static int memlock_child(void)
 {
 	struct stream_opts o = { .lanes = 2, .workers = 2 };
-	struct par p[3] = { 0 };
 	struct stream_info info;
 	struct stream *s;
-	pthread_t th[3];
 	uint8_t *dst;
-	int i, uring, ret;
+	int uring, ret;
 
 	uring = uring_works();
 	/* The parent's context stays: its threads are not in this child. */
@@ -846,15 +855,8 @@ static int memlock_child(void)
 	if (stream_new(ctx, &o, &s))
 		return 3;
 	/* Two lanes at once, each failing: still one warning. */
-	for (i = 0; i < 3; i++) {
-		p[i].s = s;
-		pthread_create(&th[i], NULL, par_main, &p[i]);
-	}
-	for (i = 0; i < 3; i++) {
-		pthread_join(th[i], NULL);
-		if (p[i].ret || !p[i].same)
-			return 4;
-	}
+	if (par_run(s, 3))
+		return 4;
 	/* Into memory that cannot be locked either, as a residency slot. */
 	dst = secmem_alloc(fx.len);
 	if (!dst || read_range(s, 0, fx.len, dst, NULL) ||
