@@ -417,23 +417,20 @@ static uint64_t verify_tensor(const struct orb_file *bf,
 }
 
 /*
- * Decrypt every shard of @label in @out with @keys (a pack with keep 1)
- * and check every linear tensor in it. Return: the Ortho entries seen.
+ * Call @fn with each shard of @label in @out, opened, and its plaintext
+ * (decrypted with @keys; @fn owns it). Shards of other labels are skipped,
+ * unless @only: then every shard must be of @label.
  */
-static uint64_t verify_dir(const char *out, const char *label,
-			   const char *keys, struct tmodel *pub,
-			   struct tmodel *priv)
+typedef void (*shard_fn)(void *user, const struct osh_file *f, void *pt);
+
+static void each_shard(const char *out, const char *label, const char *keys,
+		       int only, shard_fn fn, void *user)
 {
-	char path[4096];
-	struct orb_file bf;
 	struct keyfile kf = { 0 };
-	struct osp_view_tensor v[16];
-	uint64_t seen = 0;
+	char path[4096];
 	struct dirent *de;
 	DIR *d;
 
-	snprintf(path, sizeof(path), "%s/base.orb", out);
-	ck_assert_int_eq(orb_open(ctx, path, 1, &bf), 0);
 	ck_assert_int_eq(keyfile_load(ctx, keys, &kf), 0);
 	snprintf(path, sizeof(path), "%s/ortho", out);
 	d = opendir(path);
@@ -443,7 +440,6 @@ static uint64_t verify_dir(const char *out, const char *label,
 		struct osh_file f;
 		uint32_t bad;
 		void *pt;
-		int n, t;
 
 		if (de->d_name[0] == '.')
 			continue;
@@ -452,6 +448,8 @@ static uint64_t verify_dir(const char *out, const char *label,
 		snprintf(path, sizeof(path), "%s/ortho/%s", out, de->d_name);
 		ck_assert_int_eq(osh_open(ctx, path, &f), 0);
 		if (strcmp(f.hdr.label, label)) {
+			ck_assert_msg(!only, "%s: a shard of label %s", path,
+				      f.hdr.label);
 			osh_close(&f);
 			continue;
 		}
@@ -460,20 +458,52 @@ static uint64_t verify_dir(const char *out, const char *label,
 		pt = malloc(f.hdr.plaintext_len);
 		ck_assert_ptr_nonnull(pt);
 		ck_assert_int_eq(osh_read_all(ctx, &f, e->key, pt, &bad), 0);
-		n = osp_parse(ctx, pt, f.hdr.plaintext_len, v, 16);
-		ck_assert_int_gt(n, 0);
-		for (t = 0; t < n; t++) {
-			ck_assert_uint_eq(bf.table[base_index(&bf, v[t].name)].layer,
-					  f.hdr.layer);
-			seen += verify_tensor(&bf, &v[t], pub, priv);
-		}
-		free(pt);
+		fn(user, &f, pt);
 		osh_close(&f);
 	}
 	closedir(d);
 	keyfile_free(&kf);
-	orb_close(&bf);
-	return seen;
+}
+
+struct verify_state {
+	struct orb_file bf;
+	struct tmodel *pub, *priv;
+	uint64_t seen;
+};
+
+static void verify_shard(void *user, const struct osh_file *f, void *pt)
+{
+	struct verify_state *vs = user;
+	struct osp_view_tensor v[16];
+	int n, t;
+
+	n = osp_parse(ctx, pt, f->hdr.plaintext_len, v, 16);
+	ck_assert_int_gt(n, 0);
+	for (t = 0; t < n; t++) {
+		ck_assert_uint_eq(vs->bf.table[base_index(&vs->bf,
+							  v[t].name)].layer,
+				  f->hdr.layer);
+		vs->seen += verify_tensor(&vs->bf, &v[t], vs->pub, vs->priv);
+	}
+	free(pt);
+}
+
+/*
+ * Decrypt every shard of @label in @out with @keys (a pack with keep 1)
+ * and check every linear tensor in it. Return: the Ortho entries seen.
+ */
+static uint64_t verify_dir(const char *out, const char *label,
+			   const char *keys, struct tmodel *pub,
+			   struct tmodel *priv)
+{
+	struct verify_state vs = { .pub = pub, .priv = priv };
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/base.orb", out);
+	ck_assert_int_eq(orb_open(ctx, path, 1, &vs.bf), 0);
+	each_shard(out, label, keys, 0, verify_shard, &vs);
+	orb_close(&vs.bf);
+	return vs.seen;
 }
 
 static uint64_t count_deltas(struct tmodel *pub, struct tmodel *priv)
@@ -612,46 +642,31 @@ START_TEST(base_is_public_only)
 }
 END_TEST
 
+struct layers {
+	void **pt;
+	uint64_t *len;
+};
+
+static void keep_layer(void *user, const struct osh_file *f, void *pt)
+{
+	struct layers *ly = user;
+	struct osp_view_tensor v[16];
+
+	ck_assert_uint_lt(f->hdr.layer, NL);
+	ck_assert_ptr_null(ly->pt[f->hdr.layer]);
+	ly->len[f->hdr.layer] = f->hdr.plaintext_len;
+	ly->pt[f->hdr.layer] = pt;
+	ck_assert_int_gt(osp_parse(ctx, pt, f->hdr.plaintext_len, v, 16), 0);
+}
+
 /* The plaintext of every shard of @label in @out, by layer. */
 static void decrypt_layers(const char *out, const char *label,
 			   const char *keys, void *pt[NL], uint64_t len[NL])
 {
-	struct osp_view_tensor v[16];
-	struct keyfile kf = { 0 };
-	char path[4096];
-	struct dirent *de;
-	DIR *d;
+	struct layers ly = { pt, len };
 
 	memset(pt, 0, NL * sizeof(*pt));
-	ck_assert_int_eq(keyfile_load(ctx, keys, &kf), 0);
-	snprintf(path, sizeof(path), "%s/ortho", out);
-	d = opendir(path);
-	ck_assert_ptr_nonnull(d);
-	while ((de = readdir(d))) {
-		const struct keyfile_entry *e;
-		struct osh_file f;
-		uint32_t bad;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/ortho/%s", out, de->d_name);
-		ck_assert_int_eq(osh_open(ctx, path, &f), 0);
-		ck_assert_str_eq(f.hdr.label, label);
-		ck_assert_uint_lt(f.hdr.layer, NL);
-		ck_assert_ptr_null(pt[f.hdr.layer]);
-		e = keyfile_find(&kf, f.hdr.shard_id);
-		ck_assert_ptr_nonnull(e);
-		len[f.hdr.layer] = f.hdr.plaintext_len;
-		pt[f.hdr.layer] = malloc(f.hdr.plaintext_len);
-		ck_assert_ptr_nonnull(pt[f.hdr.layer]);
-		ck_assert_int_eq(osh_read_all(ctx, &f, e->key, pt[f.hdr.layer],
-					      &bad), 0);
-		ck_assert_int_gt(osp_parse(ctx, pt[f.hdr.layer],
-					   f.hdr.plaintext_len, v, 16), 0);
-		osh_close(&f);
-	}
-	closedir(d);
-	keyfile_free(&kf);
+	each_shard(out, label, keys, 1, keep_layer, &ly);
 }
 
 /*
