@@ -90,6 +90,14 @@ OKX_CSR_FN int okx_csr_full(const struct okx_csr *c)
 	return c->k + 8 <= c->k1;
 }
 
+/* x at the columns @i[@o..@o + 4), @i of 16- or 32-bit indices. */
+#define OKX_CSR_X4(x, i, o)						\
+	_mm_insert_ps(_mm_insert_ps(_mm_insert_ps(			\
+		_mm_load_ss((x) + (i)[(o)]),				\
+		_mm_load_ss((x) + (i)[(o) + 1]), 0x10),			\
+		_mm_load_ss((x) + (i)[(o) + 2]), 0x20),			\
+		_mm_load_ss((x) + (i)[(o) + 3]), 0x30)
+
 /* x at the columns of entries [k, k + 8). */
 OKX_CSR_FN __m256 okx_csr_x8(const struct okx_csr *c, const float *x,
 			     size_t k)
@@ -97,27 +105,11 @@ OKX_CSR_FN __m256 okx_csr_x8(const struct okx_csr *c, const float *x,
 	__m128 a, b;
 
 	if (c->wide) {
-		const uint32_t *i = c->c32 + k;
-
-		a = _mm_load_ss(x + i[0]);
-		b = _mm_load_ss(x + i[4]);
-		a = _mm_insert_ps(a, _mm_load_ss(x + i[1]), 0x10);
-		b = _mm_insert_ps(b, _mm_load_ss(x + i[5]), 0x10);
-		a = _mm_insert_ps(a, _mm_load_ss(x + i[2]), 0x20);
-		b = _mm_insert_ps(b, _mm_load_ss(x + i[6]), 0x20);
-		a = _mm_insert_ps(a, _mm_load_ss(x + i[3]), 0x30);
-		b = _mm_insert_ps(b, _mm_load_ss(x + i[7]), 0x30);
+		a = OKX_CSR_X4(x, c->c32 + k, 0);
+		b = OKX_CSR_X4(x, c->c32 + k, 4);
 	} else {
-		const uint16_t *i = c->c16 + k;
-
-		a = _mm_load_ss(x + i[0]);
-		b = _mm_load_ss(x + i[4]);
-		a = _mm_insert_ps(a, _mm_load_ss(x + i[1]), 0x10);
-		b = _mm_insert_ps(b, _mm_load_ss(x + i[5]), 0x10);
-		a = _mm_insert_ps(a, _mm_load_ss(x + i[2]), 0x20);
-		b = _mm_insert_ps(b, _mm_load_ss(x + i[6]), 0x20);
-		a = _mm_insert_ps(a, _mm_load_ss(x + i[3]), 0x30);
-		b = _mm_insert_ps(b, _mm_load_ss(x + i[7]), 0x30);
+		a = OKX_CSR_X4(x, c->c16 + k, 0);
+		b = OKX_CSR_X4(x, c->c16 + k, 4);
 	}
 	return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
 }
