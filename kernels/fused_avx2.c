@@ -71,16 +71,6 @@ int okx_cpu_ok(void)
 	return s;
 }
 
-OKX_INLINE float hsum(__m256 v)
-{
-	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-			      _mm256_extractf128_ps(v, 1));
-
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-	return _mm_cvtss_f32(s);
-}
-
 OKX_INLINE __m256 q8_load8(const int8_t *p)
 {
 	__m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
@@ -201,7 +191,7 @@ OKX_INLINE void base_tile(const struct ok_q8 *m, const float *x, float *y,
 	}
 #pragma GCC unroll 4
 	for (j = 0; j < nt; j++)
-		y[(size_t)(t0 + j) * m->rows + r] = hsum(acc[j]);
+		y[(size_t)(t0 + j) * m->rows + r] = okx_hsum8(acc[j]);
 }
 
 /* CSR row @r of @o added to tokens [t0, t0 + nt) (csr_avx2.h). */
@@ -260,7 +250,7 @@ OKX_INLINE void dense_row(const struct ok_q8 *m, const struct ok_ortho *o,
 	}
 #pragma GCC unroll 4
 	for (j = 0; j < nt; j++)
-		y[(size_t)(t0 + j) * m->rows + r] += hsum(s[j]) + tail[j];
+		y[(size_t)(t0 + j) * m->rows + r] += okx_hsum8(s[j]) + tail[j];
 }
 
 OKX_INLINE void ortho_row_nt(const struct ok_q8 *m, const struct ok_ortho *o,

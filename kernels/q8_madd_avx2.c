@@ -29,6 +29,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "csr_avx2.h"
+
 #define OKX __attribute__((target("avx2,fma,f16c")))
 #define OKX_INLINE static inline OKX __attribute__((always_inline))
 
@@ -65,16 +67,6 @@ int okx_madd_ok(const struct ok_q8 *m)
 uint32_t okx_xblk(const struct ok_q8 *m)
 {
 	return OKX_XBLK / m->group * m->group;
-}
-
-OKX_INLINE float hsum(__m256 v)
-{
-	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-			      _mm256_extractf128_ps(v, 1));
-
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-	return _mm_cvtss_f32(s);
 }
 
 OKX_INLINE __m256i mask8(uint32_t n)
@@ -287,7 +279,7 @@ OKX_INLINE void tile(const struct okx_tile *in, uint32_t r, const int RT,
 	for (i = 0; i < RT; i++) {
 #pragma GCC unroll 4
 		for (j = 0; j < NT; j++) {
-			float h = hsum(acc[i][j]);
+			float h = okx_hsum8(acc[i][j]);
 
 			if (in->first)
 				in->y[j][r + i] = h;
